@@ -1,0 +1,235 @@
+"""The `sentinelle` command: a thin shell over the library.
+
+Each command parses its options, calls one library function and prints the result
+with Rich. No detection, context or ledger logic lives here.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sentinelle.errors import SentinelleError
+from sentinelle.events import AccessEvent, format_time
+
+app = typer.Typer(
+    name="sentinelle",
+    help="Watch what legitimate accounts do with patient records.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+EventsArg = Annotated[list[str], typer.Argument(help="Event files or directories (gzip ok), '-' for stdin.")]
+ContextOpt = Annotated[
+    list[str] | None,
+    typer.Option("--context", "-c", help="Care context: FHIR NDJSON/Bundle files or directories."),
+]
+QuarantineOpt = Annotated[
+    Path | None,
+    typer.Option("--quarantine", "-q", help="Where rejected records go (JSON lines)."),
+]
+MappingOpt = Annotated[
+    Path | None, typer.Option("--mapping", "-m", help="TOML column mapping for JSON lines or CSV of any shape.")
+]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Input format, or 'auto' to detect it.")]
+
+
+def _fail(exc: Exception) -> None:
+    err.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+
+def _tracked(events: Iterable[AccessEvent], progress: Progress, what: str) -> Iterator[AccessEvent]:
+    task = progress.add_task(what, total=None)
+    n = 0
+    for event in events:
+        n += 1
+        if not n & 0x3FFF:
+            progress.update(task, completed=n)
+        yield event
+    progress.update(task, completed=n)
+
+
+def _load_context(paths: list[str] | None, quarantine: Any) -> Any:
+    if not paths:
+        return None
+    from sentinelle.context import CareContext
+
+    return CareContext.load(paths, quarantine=quarantine)
+
+
+def _default_quarantine(explicit: Path | None) -> Path:
+    if explicit is not None:
+        return explicit
+    return Path(f"quarantine-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
+
+
+def _table(title: str, counts: dict[str, int], total: int) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column(title.split(" ")[-1])
+    table.add_column("events", justify="right")
+    table.add_column("%", justify="right")
+    for key, n in counts.items():
+        table.add_row(key or "(none)", f"{n:,}", f"{100 * n / total:.1f}" if total else "-")
+    return table
+
+
+@app.command()
+def inspect(
+    events: EventsArg,
+    context: ContextOpt = None,
+    quarantine: QuarantineOpt = None,
+    mapping: MappingOpt = None,
+    fmt: FormatOpt = "auto",
+) -> None:
+    """Read any supported input and print what it holds."""
+    from sentinelle.inventory import Inventory
+    from sentinelle.sources import Quarantine, open_events
+    from sentinelle.sources.mapped import load_mapping
+
+    qpath = _default_quarantine(quarantine)
+    try:
+        with Quarantine(qpath) as q, _progress() as progress:
+            ctx = _load_context(context, q)
+            inv = Inventory(ctx)
+            started = time.perf_counter()
+            the_mapping = load_mapping(mapping) if mapping is not None else None
+            for event in _tracked(open_events(events, q, fmt, the_mapping), progress, "reading events"):
+                inv.add(event)
+            elapsed = time.perf_counter() - started
+    except SentinelleError as exc:
+        _fail(exc)
+        return
+    report = inv.report()
+    n = report.events
+    console.print(
+        f"[bold]{n:,}[/] events read in {elapsed:.1f} s"
+        + (f" ({n / elapsed:,.0f}/s)" if elapsed > 0 and n else "")
+    )
+    if report.first is not None and report.last is not None:
+        console.print(f"period: {format_time(report.first)} → {format_time(report.last)}")
+    console.print(_table("events by source", report.by_source, n))
+    console.print(_table("events by action", report.by_action, n))
+    console.print(_table("events by actor kind", report.by_actor_kind, n))
+    console.print(_table("events by category", report.by_category, n))
+    console.print(f"accounts: {report.accounts:,}")
+    console.print(f"patients: {report.patients:,}")
+    if ctx is not None:
+        stats = ctx.stats()
+        console.print("context: " + ", ".join(f"{k} {v:,}" for k, v in stats.items()))
+        share = report.explained_share
+        console.print(
+            f"explained by the care context: {report.explained or 0:,} of {report.patient_accesses:,} "
+            f"patient accesses" + (f" ({100 * share:.1f} %)" if share is not None else "")
+        )
+    else:
+        console.print("explained by the care context: n/a (no --context given)")
+    where = q.where() if q.count else f"{q.where()} (not written: nothing rejected)"
+    console.print(f"quarantined: {q.count} → {where}")
+    for reason, count in sorted(q.by_reason.items(), key=lambda kv: -kv[1])[:10]:
+        console.print(f"  {count:>8,}  {reason}")
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Argument(help="Output directory (events/, context/, labels/).")],
+    size: Annotated[str, typer.Option(help="small, standard or large.")] = "small",
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same hospital.")] = 1,
+) -> None:
+    """Write a simulated hospital: audit trail, care context and the labels of planted attacks."""
+    from sentinelle.simulate import simulate as run_simulation
+
+    try:
+        with _progress() as progress:
+            task = progress.add_task(f"simulating a {size} hospital (seed {seed})", total=None)
+
+            def on_progress(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            summary = run_simulation(out, size=size, seed=seed, progress=on_progress)
+    except SentinelleError as exc:
+        _fail(exc)
+        return
+    table = Table(title=f"simulated hospital → {out}", title_justify="left")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if isinstance(value, (int, float, str)):
+            table.add_row(str(key), f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(table)
+
+
+@app.command()
+def evaluate(
+    data: Annotated[Path, typer.Argument(help="A directory written by `sentinelle simulate`.")],
+    alerts: Annotated[Path, typer.Argument(help="Alerts as JSON lines (the alert contract).")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON.")] = None,
+) -> None:
+    """Score an alert file against the planted attacks and benign traps of a simulated hospital."""
+    from sentinelle.simulate.evaluate import evaluate as run_evaluation
+    from sentinelle.simulate.evaluate import render_report
+
+    try:
+        report = run_evaluation(data, alerts)
+    except SentinelleError as exc:
+        _fail(exc)
+        return
+    render_report(report, console)
+    if json_out is not None:
+        import msgspec
+
+        json_out.write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the simulated hospital is written.")] = Path("demo-out"),
+    size: Annotated[str, typer.Option(help="small, standard or large.")] = "small",
+    seed: Annotated[int, typer.Option(help="Random seed of the simulated hospital.")] = 1,
+) -> None:
+    """Simulate a hospital on the embedded default and inspect its audit trail."""
+    if not (out / "manifest.json").exists():
+        simulate(out, size=size, seed=seed)
+    else:
+        console.print(f"using the hospital already simulated in {out}")
+    inspect(
+        [str(out / "events")],
+        context=[str(out / "context")],
+        quarantine=out / "quarantine.jsonl",
+        mapping=None,
+        fmt="auto",
+    )
+
+
+def main() -> None:  # pragma: no cover - console entry
+    try:
+        app()
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
