@@ -49,10 +49,7 @@ class Quarantine:
 
     def reject(self, origin: str, location: str, reason: str, raw: bytes | str = b"") -> None:
         """Set one record aside with where it was and why it was refused."""
-        if isinstance(raw, bytes):
-            raw = raw[:RAW_LIMIT].decode("utf-8", "replace")
-        else:
-            raw = raw[:RAW_LIMIT]
+        raw = raw[:RAW_LIMIT].decode("utf-8", "replace") if isinstance(raw, bytes) else raw[:RAW_LIMIT]
         item = Rejected(origin=origin, location=location, reason=reason, raw=raw)
         key = reason.split(":", 1)[0][:80]
         with self._lock:

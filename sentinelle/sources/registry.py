@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from sentinelle.errors import InputFormatError
 from sentinelle.events import AccessEvent
@@ -62,10 +62,18 @@ def sniff_format(head: bytes) -> str | None:
 def _open_binary(path: Path) -> BinaryIO:
     raw = path.open("rb")
     if raw.read(2) == b"\x1f\x8b":
-        raw.seek(0)
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        # Reopen by name: a GzipFile given a fileobj never closes it.
+        raw.close()
+        return gzip.open(path, "rb")  # type: ignore[return-value]
     raw.seek(0)
     return raw
+
+
+def _buffered(stream: BinaryIO) -> io.BufferedReader:
+    """A reader that can peek at the first bytes without consuming them."""
+    if isinstance(stream, io.BufferedReader):
+        return stream
+    return io.BufferedReader(cast(io.RawIOBase, stream), 1 << 20)
 
 
 def read_stream(
@@ -76,10 +84,10 @@ def read_stream(
     mapping: Any = None,
 ) -> Iterator[AccessEvent]:
     """Events of one stream, in the given format or the one its first bytes show."""
-    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream, 1 << 20)  # type: ignore[arg-type]
+    buffered = _buffered(stream)
     head = buffered.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
     if head[:2] == b"\x1f\x8b":
-        buffered = io.BufferedReader(gzip.GzipFile(fileobj=buffered, mode="rb"), 1 << 20)  # type: ignore[arg-type]
+        buffered = _buffered(cast(BinaryIO, gzip.GzipFile(fileobj=buffered, mode="rb")))
         head = buffered.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
     if mapping is not None and fmt in ("auto", "mapped"):
         from sentinelle.sources import mapped
@@ -99,7 +107,7 @@ def read_stream(
         fmt = found
     if fmt not in FORMATS:
         raise InputFormatError(origin, f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
-    yield from _reader(fmt)(buffered, origin, quarantine)  # type: ignore[arg-type]
+    yield from _reader(fmt)(cast(BinaryIO, buffered), origin, quarantine)
 
 
 def _expand(paths: Iterable[str | Path]) -> Iterator[Path | None]:
@@ -109,7 +117,12 @@ def _expand(paths: Iterable[str | Path]) -> Iterator[Path | None]:
             continue
         path = Path(p)
         if path.is_dir():
-            yield from sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
+            # Hidden files and everything under hidden folders (.git, .cache) are skipped.
+            yield from sorted(
+                f
+                for f in path.rglob("*")
+                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(path).parts)
+            )
         elif path.exists():
             yield path
         else:
