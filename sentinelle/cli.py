@@ -161,6 +161,69 @@ def inspect(
 
 
 @app.command()
+def scan(
+    events: EventsArg,
+    context: ContextOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Alerts as JSON lines.")] = Path("alerts.jsonl"),
+    report: Annotated[Path | None, typer.Option("--report", help="Also write an HTML report.")] = None,
+    settings: Annotated[Path | None, typer.Option("--settings", help="TOML overriding detection settings.")] = None,
+    lang: Annotated[str, typer.Option(help="Language of the report: fr or en.")] = "fr",
+    quarantine: QuarantineOpt = None,
+    mapping: MappingOpt = None,
+    fmt: FormatOpt = "auto",
+) -> None:
+    """Learn and detect in one pass over an audit trail; write alerts and print a summary."""
+    from sentinelle.detect import load_settings, render_html_report, write_alerts
+    from sentinelle.detect import scan as run_scan
+    from sentinelle.sources import Quarantine, open_events
+    from sentinelle.sources.mapped import load_mapping
+
+    qpath = _default_quarantine(quarantine)
+    try:
+        with Quarantine(qpath) as q, out.open("wb") as sink, _progress() as progress:
+            ctx = _load_context(context, q)
+            if ctx is None:
+                from sentinelle.context import CareContext
+
+                ctx = CareContext.from_resources([])
+                err.print("[yellow]no --context given: no access can be explained by care[/]")
+            the_settings = load_settings(settings) if settings is not None else None
+            the_mapping = load_mapping(mapping) if mapping is not None else None
+            stream = _tracked(open_events(events, q, fmt, the_mapping), progress, "scanning events")
+            result = run_scan(stream, ctx, the_settings, on_alert=lambda alert: write_alerts(sink, [alert]))
+    except SentinelleError as exc:
+        _fail(exc)
+        return
+    rate = result.events / result.elapsed_s if result.elapsed_s > 0 else 0.0
+    console.print(
+        f"[bold]{result.events:,}[/] events, {result.accounts:,} accounts, {result.patients:,} patients "
+        f"scanned in {result.elapsed_s:.1f} s ({rate:,.0f} events/s); learning until {result.learning_until or '-'}"
+    )
+    console.print(f"period: {result.first_event} → {result.last_event}")
+    by_sev = Table(title="alerts by severity", title_justify="left")
+    by_sev.add_column("severity")
+    by_sev.add_column("alerts", justify="right")
+    for severity, n in result.by_severity.items():
+        by_sev.add_row(severity, str(n))
+    console.print(by_sev)
+    console.print(_table("alerts by kind", result.by_kind, max(1, len(result.alerts))))
+    top = Table(title="top accounts", title_justify="left")
+    for col in ("account", "severity", "score", "patients", "episodes", "kinds"):
+        top.add_column(col)
+    for acc in result.top_accounts:
+        top.add_row(acc.account, acc.severity, f"{acc.score:.2f}", f"{acc.patients:,}", str(acc.episodes),
+                    ", ".join(acc.kinds))
+    console.print(top)
+    console.print(f"explained by the care context: {100 * result.explained_share:.1f} % of patient accesses")
+    console.print(f"alerts: {len(result.alerts)} episodes ({result.updates} versions) → {out}")
+    if report is not None:
+        render_html_report(result, report, lang=lang)
+        console.print(f"report → {report}")
+    where = q.where() if q.count else f"{q.where()} (not written: nothing rejected)"
+    console.print(f"quarantined: {q.count} → {where}")
+
+
+@app.command()
 def simulate(
     out: Annotated[Path, typer.Argument(help="Output directory (events/, context/, labels/).")],
     size: Annotated[str, typer.Option(help="small, standard or large.")] = "small",
@@ -204,7 +267,7 @@ def evaluate(
     except SentinelleError as exc:
         _fail(exc)
         return
-    render_report(report, console)
+    console.print(render_report(report))
     if json_out is not None:
         import msgspec
 
