@@ -88,6 +88,18 @@ def _load_context(paths: list[str] | None, quarantine: Any) -> Any:
     return CareContext.load(paths, quarantine=quarantine)
 
 
+def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    from sentinelle.errors import ConfigError
+
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
 def _default_quarantine(explicit: Path | None) -> Path:
     if explicit is not None:
         return explicit
@@ -173,7 +185,7 @@ def scan(
     fmt: FormatOpt = "auto",
 ) -> None:
     """Learn and detect in one pass over an audit trail; write alerts and print a summary."""
-    from sentinelle.detect import load_settings, render_html_report, write_alerts
+    from sentinelle.detect import Alert, load_settings, render_html_report, write_alerts
     from sentinelle.detect import scan as run_scan
     from sentinelle.sources import Quarantine, open_events
     from sentinelle.sources.mapped import load_mapping
@@ -187,10 +199,14 @@ def scan(
 
                 ctx = CareContext.from_resources([])
                 err.print("[yellow]no --context given: no access can be explained by care[/]")
-            the_settings = load_settings(settings) if settings is not None else None
+            the_settings = load_settings(_read_toml(settings)) if settings is not None else None
             the_mapping = load_mapping(mapping) if mapping is not None else None
             stream = _tracked(open_events(events, q, fmt, the_mapping), progress, "scanning events")
-            result = run_scan(stream, ctx, the_settings, on_alert=lambda alert: write_alerts(sink, [alert]))
+
+            def on_alert(alert: Alert) -> None:
+                write_alerts(sink, [alert])
+
+            result = run_scan(stream, ctx, the_settings, on_alert=on_alert)
     except SentinelleError as exc:
         _fail(exc)
         return
@@ -221,6 +237,30 @@ def scan(
         console.print(f"report → {report}")
     where = q.where() if q.count else f"{q.where()} (not written: nothing rejected)"
     console.print(f"quarantined: {q.count} → {where}")
+
+
+@app.command()
+def verify(
+    url: Annotated[str, typer.Argument(help="Ledger URL: sqlite:///ledger.db or postgresql://host/db?schema=s.")],
+    witness: Annotated[Path | None, typer.Option(help="Witness file of exported checkpoints.")] = None,
+    keyring: Annotated[Path | None, typer.Option(help="Keyring file: also authenticates sealed fields.")] = None,
+    public_key: Annotated[
+        list[str] | None, typer.Option("--public-key", help="Trusted checkpoint public key (base64 or PEM).")
+    ] = None,
+) -> None:
+    """Re-check the whole ledger; name the first event or checkpoint that was tampered with."""
+    from sentinelle.ledger import load_keyring
+    from sentinelle.ledger import verify as run_verify
+
+    try:
+        keys = load_keyring(keyring, create=False) if keyring is not None else None
+        report = run_verify(url, keyring=keys, witness=witness, public_keys=public_key)
+    except SentinelleError as exc:
+        _fail(exc)
+        return
+    console.print(report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command()
