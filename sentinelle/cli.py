@@ -36,6 +36,12 @@ app = typer.Typer(
 console = Console(stderr=False)
 err = Console(stderr=True)
 
+
+def _mount_subcommands() -> None:
+    from sentinelle.incident.cli import incident_app
+
+    app.add_typer(incident_app, name="incident", help="Incident response: scope, notification, letters, attribution.")
+
 EventsArg = Annotated[list[str], typer.Argument(help="Event files or directories (gzip ok), '-' for stdin.")]
 ContextOpt = Annotated[
     list[str] | None,
@@ -332,6 +338,9 @@ def demo(
         mapping=None,
         fmt="auto",
     )
+
+
+_mount_subcommands()
 
 
 def main() -> None:  # pragma: no cover - console entry
