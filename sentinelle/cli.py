@@ -323,21 +323,42 @@ def evaluate(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where the simulated hospital is written.")] = Path("demo-out"),
-    size: Annotated[str, typer.Option(help="small, standard or large.")] = "small",
+    size: Annotated[str, typer.Option(help="tiny, small, standard or large.")] = "small",
     seed: Annotated[int, typer.Option(help="Random seed of the simulated hospital.")] = 1,
+    live: Annotated[bool, typer.Option(help="Also replay the hospital into the live service.")] = True,
 ) -> None:
-    """Simulate a hospital on the embedded default and inspect its audit trail."""
+    """Simulate a hospital, inspect and scan it, score the alerts, then replay it into the live service."""
     if not (out / "manifest.json").exists():
         simulate(out, size=size, seed=seed)
     else:
         console.print(f"using the hospital already simulated in {out}")
-    inspect(
-        [str(out / "events")],
-        context=[str(out / "context")],
-        quarantine=out / "quarantine.jsonl",
-        mapping=None,
-        fmt="auto",
-    )
+    console.rule("1. inspect: what the audit trail holds")
+    inspect([str(out / "events")], context=[str(out / "context")], quarantine=out / "quarantine.jsonl",
+            mapping=None, fmt="auto")
+    console.rule("2. scan: learn and detect in one pass")
+    scan([str(out / "events")], context=[str(out / "context")], out=out / "alerts.jsonl",
+         report=out / "report.html", settings=None, lang="fr", quarantine=out / "quarantine.jsonl",
+         mapping=None, fmt="auto")
+    console.rule("3. evaluate: the alerts against the planted attacks and benign traps")
+    evaluate(out, out / "alerts.jsonl", json_out=out / "evaluation.json")
+    if live:
+        from sentinelle.service import run_demo
+
+        console.rule("4. the live service: the same hospital replayed over HTTP, alerts as they arrive")
+        run_demo(out, size=size, seed=seed, echo=console.print)
+
+
+@app.command()
+def serve(
+    config: Annotated[Path | None, typer.Option("--config", help="Service configuration (TOML).")] = None,
+) -> None:
+    """Run the service: HTTP and syslog intake, ledger, real-time detection, alert delivery."""
+    from sentinelle.service import serve as run_service
+
+    try:
+        run_service(config)
+    except SentinelleError as exc:
+        _fail(exc)
 
 
 _mount_subcommands()
