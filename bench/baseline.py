@@ -19,25 +19,12 @@ from pathlib import Path
 
 import msgspec
 
+from sentinelle.detect import Alert
 from sentinelle.events import format_time
 from sentinelle.sources import Quarantine, open_events
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
-
-
-class Alert(msgspec.Struct):
-    id: str
-    account: str
-    time: str
-    severity: str
-    kind: str
-    summary: str
-    evidence: list[str]
-    patients: list[str]
-    first_event: str
-    last_event: str
-    score: float
 
 
 def run(paths: list[str], out: Path, learn_days: float, factor: float = 3.0) -> int:
