@@ -35,12 +35,14 @@ import asyncio
 import concurrent.futures
 import contextlib
 import fcntl
+import gc
 import hashlib
 import hmac
 import io
 import itertools
 import json
 import logging
+import operator
 import os
 import queue
 import secrets
@@ -475,6 +477,8 @@ class _Decoded(msgspec.Struct, array_like=True):
 _encode_events = msgspec.msgpack.Encoder().encode
 _decode_events = msgspec.msgpack.Decoder(list[AccessEvent]).decode
 _mapping_cache: dict[str, Mapping] = {}
+#: `Appended.new` of a ledger result, as a C-level getter (summed over 10,000-event batches).
+_is_new = operator.itemgetter(1)
 
 
 def _bad_utf8_lines(lines: list[bytes]) -> set[int]:
@@ -1106,7 +1110,7 @@ class Service:
             m.commit.observe(time.perf_counter() - t0)
             m.batch.observe(len(events))
             if results is not None:
-                new = sum(1 for r in results if r.new)
+                new = sum(map(_is_new, results))  # C-level count: a generator costs ~0.3 µs per event
                 m.stored.inc(new)
                 m.duplicates.inc(len(results) - new)
                 self.stored += new
@@ -1321,10 +1325,8 @@ class Service:
         for fut in pending:
             appended = await fut
             result.accepted += len(appended)
-            for a in appended:
-                if a.new:
-                    result.new += 1
-            result.duplicates = result.accepted - result.new
+            result.new += sum(map(_is_new, appended))
+        result.duplicates = result.accepted - result.new
         result.rejected = collect.count
         result.issues = collect.issues
         if collect.count:
@@ -1624,6 +1626,11 @@ def serve(config: str | Path | ServiceConfig | None = None, *, ready_file: str |
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     service = Service(cfg)
     service.start()
+    # The care context and the restored detection state are large and live for the whole
+    # run: freezing them keeps every later full garbage collection from walking them again
+    # (only done here, where the process is the service's own, never for an embedding app).
+    gc.collect()
+    gc.freeze()
     loop = _new_loop()
     try:
         loop.run_until_complete(service.serve())

@@ -49,6 +49,23 @@ def test_appends_are_idempotent_by_source_and_id(url: str, keyring: Keyring, sig
     assert verify(url).ok
 
 
+def test_resends_of_recent_and_of_old_events_in_one_batch(url: str, keyring: Keyring,
+                                                           signing_key: SigningKey) -> None:
+    # Recent keys are found in memory, older ones only by the unique index (after a reopen
+    # the memory is empty): both kinds, mixed with new events, come back as duplicates.
+    events = make_events(20)
+    with open_ledger(url, keyring, signing_key) as ledger:
+        ledger.append_batch(events[:10])
+    with open_ledger(url, keyring, signing_key) as ledger:
+        ledger.append_batch(events[10:15])
+        assert ledger.append_batch([events[13], events[15]]) == [Appended(13, False), Appended(15, True)]
+        mixed = ledger.append_batch([events[12], events[3], events[16], events[16], events[17]])
+        assert mixed == [Appended(12, False), Appended(3, False), Appended(16, True), Appended(16, False),
+                         Appended(17, True)]
+        assert ledger.size == 18
+    assert verify(url).ok
+
+
 def test_single_writer_and_concurrent_threads(url: str, keyring: Keyring, signing_key: SigningKey) -> None:
     events = make_events(400)
     with open_ledger(url, keyring, signing_key) as ledger:
