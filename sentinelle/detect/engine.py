@@ -567,6 +567,19 @@ class Engine:
         for a in self._active:
             opened = len(a.day_t)
             learned = not a.today_anomalous and opened > 0
+            # calendar counts of openings, for accounts that almost never open records
+            for key in a.groups[:2]:
+                g = self.groups.get(key)
+                if g is None:
+                    g = self.groups[key] = PeerGroup(key=key)
+                if a.account not in g.members:
+                    g.members[a.account] = a.first_day
+                if not a.today_anomalous:
+                    g.opened_all += opened
+            if not a.today_anomalous:
+                a.past_open += opened
+                if opened > a.past_max:
+                    a.past_max = opened
             if learned:
                 row = daily_maxima(a)
                 a.hist.append(row)
@@ -604,6 +617,8 @@ class Engine:
                 cut = 2 * t - reopen2
                 a.seen = {p: v for p, v in a.seen.items() if v >= cut}
                 a.seen_cap = max(64, 2 * len(a.seen))
+        for g in self.groups.values():
+            g.member_days += len(g.members)
         self._active = []
         self._day = day
         obs = self._obs
@@ -615,6 +630,8 @@ class Engine:
         """First visit of an account on a new local day: rotate its lists, compute its limits."""
         if a.day_no != self._day:
             _rotate_day(a, self._day)
+        if a.first_day < 0:
+            a.first_day = self._day
         self._limits(a)
         a.today_active = True
         a.active_days += 1
@@ -658,6 +675,12 @@ class Engine:
                 rate = g.unexplained_rate
                 break
         a.peer_unx_rate = rate
+        a.peer_open_rate = -1.0
+        for key in a.groups[:2]:
+            g = self.groups.get(key)
+            if g is not None and g.member_days >= s.rare_min_peer_days:
+                a.peer_open_rate = g.opened_all / g.member_days
+                break
         w = s.care_prior_weight
         p0 = (a.care_unx + w * rate) / (a.care_open + w)
         a.care_p0 = min(0.95, max(0.02, p0))

@@ -82,6 +82,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("care_in_care_weight", 0.5, "Weight of an unexplained access to a patient who is being "
             "treated elsewhere in the hospital at that time (covering, consults) against 1 for a "
             "patient nobody treats then."),
+    Setting("rare_min_days", 7, "Days since an account's first activity before its own record can say it "
+            "almost never opens patient records."),
+    Setting("rare_min_peer_days", 14, "Account-days (since each member's first activity) a peer group needs "
+            "before it can say its members almost never open patient records."),
+    Setting("rare_max_rate", 0.5, "Most patients an account (and its peers) open per calendar day, on "
+            "average, for it to count as one that almost never opens patient records (IT support, management)."),
+    Setting("rare_max_day", 2, "Most patients such an account ever opened on one ordinary day."),
+    Setting("rare_min_unexplained", 3, "Unexplained patients opened in one hour by an account that almost "
+            "never opens patient records that make a signal."),
+    Setting("rare_score", 0.75, "Score of such an account opening several unexplained patients in an hour "
+            "(under an alert alone: with another indication, such as identifiers in sequence, it alerts)."),
     # context
     Setting("address_hint_score", 0.25, "Score of a new network range for a human account (a hint)."),
     Setting("address_service_score", 0.85, "Score of a new network address for an application or API "
@@ -106,6 +117,9 @@ SETTINGS: tuple[Setting, ...] = (
             "that no shift explains."),
     Setting("sequence_min_run", 8, "Consecutive opened patients whose identifiers follow each other "
             "(step of 1 to 3) that make an enumeration."),
+    Setting("sequence_hint_run", 3, "Consecutive opened patients whose identifiers follow each other that "
+            "make a hint of enumeration (under an alert alone)."),
+    Setting("sequence_hint_score", 0.3, "Score of a short run of identifiers in sequence (a hint)."),
     Setting("identity_min_visits", 30, "Visits in a row needed to judge identity-only reading."),
     Setting("identity_max_share", 0.9, "Share of recent visits reading only identity, contact or "
             "national identifier data above which reading is identity harvesting."),
@@ -168,6 +182,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     care_prior_weight: float = float(_DEFAULTS["care_prior_weight"])
     care_week_llr: float = float(_DEFAULTS["care_week_llr"])
     care_in_care_weight: float = float(_DEFAULTS["care_in_care_weight"])
+    rare_min_days: int = int(_DEFAULTS["rare_min_days"])
+    rare_min_peer_days: int = int(_DEFAULTS["rare_min_peer_days"])
+    rare_max_rate: float = float(_DEFAULTS["rare_max_rate"])
+    rare_max_day: int = int(_DEFAULTS["rare_max_day"])
+    rare_min_unexplained: int = int(_DEFAULTS["rare_min_unexplained"])
+    rare_score: float = float(_DEFAULTS["rare_score"])
     address_hint_score: float = float(_DEFAULTS["address_hint_score"])
     address_service_score: float = float(_DEFAULTS["address_service_score"])
     service_max_addresses: int = int(_DEFAULTS["service_max_addresses"])
@@ -182,6 +202,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cadence_max_cv: float = float(_DEFAULTS["cadence_max_cv"])
     continuous_hours: int = int(_DEFAULTS["continuous_hours"])
     sequence_min_run: int = int(_DEFAULTS["sequence_min_run"])
+    sequence_hint_run: int = int(_DEFAULTS["sequence_hint_run"])
+    sequence_hint_score: float = float(_DEFAULTS["sequence_hint_score"])
     identity_min_visits: int = int(_DEFAULTS["identity_min_visits"])
     identity_max_share: float = float(_DEFAULTS["identity_max_share"])
     paging_min_pages: int = int(_DEFAULTS["paging_min_pages"])

@@ -101,6 +101,13 @@ class AccountState(msgspec.Struct, kw_only=True):
     day_no: int = -1  # local day the day_* lists belong to
     today_unx: float = 0.0  # weighted unexplained openings today
     open_explained: int = 0  # explained openings ever (detectors that only see unexplained ones use it)
+    # how rarely the account opens patient records at all: its first active local day, the
+    # openings of its ordinary (not anomalous) days before today and the most on one day,
+    # and its peers' openings per account and calendar day since their first activity
+    first_day: int = -1
+    past_open: int = 0
+    past_max: int = 0
+    peer_open_rate: float = -1.0
     today_anomalous: bool = False
     # own history: one row of daily maxima of the window features per learned day, newest last
     hist: list[list[int]] = msgspec.field(default_factory=list)
@@ -244,6 +251,11 @@ class PeerGroup(msgspec.Struct, kw_only=True):
     dirty: bool = False
     refreshed_at: int = 0  # n_days at the last refresh
     refreshed_day: int = -1
+    # calendar view of the group, for accounts that are rarely active at all: members and
+    # their first active day, account-days since then, openings of ordinary days
+    members: dict[str, int] = msgspec.field(default_factory=dict)
+    member_days: int = 0
+    opened_all: int = 0
 
     @property
     def rows(self) -> int:

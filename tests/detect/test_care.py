@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from detect_traces import ARCHIVE, CARDIO, DAY, HOUR, MIN, ONCO, T0, Trace, run, ward_history
+from detect_traces import ARCHIVE, CARDIO, DAY, HOUR, MIN, ONCO, T0, Trace, run, settings, ward_history
 
 DAY11 = T0 + 11 * DAY + 9 * HOUR
 
@@ -54,3 +54,47 @@ def test_patients_treated_elsewhere_weigh_half() -> None:
         return float(state.cusum)
 
     assert cusum(ONCO[:4]) < cusum(ARCHIVE[:4])
+
+
+def _it_support(trace: Trace) -> None:
+    """An IT account that opens a record for a ticket every few days (and otherwise none)."""
+    for d in range(0, 12, 3):
+        trace.chart(T0 + d * DAY + 14 * HOUR, "it1", ARCHIVE[900 + d])
+
+
+#: The CUSUM out of the way: the tests below are about the rare-account test alone (the
+#: hand-made IT account has only unexplained peeks, so its CUSUM never comes down).
+NO_RUN = settings(care_cusum_alert=1000.0, care_week_llr=1000.0)
+
+
+def test_rarely_opening_account_reading_records_in_sequence_alerts_at_the_third() -> None:
+    # The throttled script: an IT account reading unexplained records in identifier order,
+    # a few minutes apart. Its rarity (0.75) and the short sequence (0.3) together alert.
+    trace = Trace()
+    ward_history(trace, days=13)
+    _it_support(trace)
+    t = T0 + 12 * DAY + 2 * HOUR
+    for p in ARCHIVE[100:106]:
+        t = trace.chart(t, "it1", p) + 3 * MIN
+    result = run(trace.sorted(), NO_RUN, detectors=["care", "automation"])
+    assert "care.rare_account" in result.codes("it1")
+    alerts = result.alerted("it1")
+    assert alerts and alerts[0].patient_count == 3
+    assert set(alerts[0].codes) == {"care.rare_account", "automation.sequential_ids_short"}
+    assert "usually opens 0.33 a day" in " ".join(alerts[0].lang["en"].evidence)
+    assert "ouverts en 1 h" in " ".join(alerts[0].lang["fr"].evidence)
+    # the busy ward staff never look rare
+    assert not any(s.kind == "rare_account" for s in result.signals if s.account != "it1")
+
+
+def test_rarely_opening_account_alone_does_not_alert() -> None:
+    # Three unexplained records in an hour, not in sequence: a signal, under an alert.
+    trace = Trace()
+    ward_history(trace, days=13)
+    _it_support(trace)
+    t = T0 + 12 * DAY + 10 * HOUR
+    for p in (ARCHIVE[100], ARCHIVE[300], ARCHIVE[500]):
+        t = trace.chart(t, "it1", p) + 10 * MIN
+    result = run(trace.sorted(), NO_RUN, detectors=["care", "automation"])
+    assert "care.rare_account" in result.codes("it1")
+    assert not result.alerted("it1")

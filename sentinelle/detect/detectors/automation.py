@@ -105,6 +105,18 @@ class AutomationDetector(Detector):
                 state.seq_run = 0
                 state.seq_first = t
             state.last_num = num
+            if state.seq_run + 1 == s.sequence_hint_run <= s.sequence_min_run:
+                # a short run is only a hint (ward patients admitted together can have
+                # neighbouring identifiers): it confirms other evidence, it never alerts alone
+                patients, _ = recent_since(a, state.seq_first, 50)
+                out.append(self.signal(obs, s.sequence_hint_score, "enumeration", [ev(
+                    "automation.sequential_ids_short",
+                    f"{fmt_int(state.seq_run + 1, 'fr')} patients ouverts à la suite dans l'ordre de leurs "
+                    "identifiants",
+                    f"{fmt_int(state.seq_run + 1, 'en')} patients opened in a row in the order of their "
+                    "identifiers",
+                    run=state.seq_run + 1,
+                )], patients=tuple(patients), first_time=state.seq_first))
             if state.seq_run >= s.sequence_min_run and state.seq_run >= state.seq_emitted * 2:
                 state.seq_emitted = state.seq_run
                 patients, _ = recent_since(a, state.seq_first, 50)

@@ -14,15 +14,24 @@ never a run. Over the last 7 days, the count of unexplained openings is compared
 what the account's learned rate predicts (a binomial likelihood ratio, signalled from
 `care_week_llr`). The rate itself learns only from days close to it, so a daily excess
 does not become the new normal.
+
+A third test needs no rate at all: an account that is active day after day but almost
+never opens a patient record (IT support, management: at most `rare_max_rate` patients
+per active day, never more than `rare_max_day` on a day) opening `rare_min_unexplained`
+unexplained patients within an hour (`care.rare_account`). It comes long before a CUSUM
+run, whose steps are sized for accounts that open records all day; scored under an alert,
+it alerts with a second indication (identifiers in sequence, a new network).
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from typing import ClassVar
 
 import msgspec
 
+from sentinelle.detect.clock import HOUR
 from sentinelle.detect.detectors.base import Detector, Observation, ev
 from sentinelle.detect.signal import Signal, fmt_int, fmt_pct
 from sentinelle.detect.state import AccountState, recent_since
@@ -45,6 +54,7 @@ class CareState(msgspec.Struct):
     level: float = 0.0
     week_level: float = 0.0  # likelihood ratio of the last 7-day signal
     explained_seen: int = 0  # the account's explained-openings counter when last applied
+    rare_level: int = 0  # unexplained openings in an hour last reported for a rarely-opening account
     patients: list[str] = msgspec.field(default_factory=list)
 
 
@@ -55,6 +65,8 @@ class CareDetector(Detector):
     hooks: ClassVar[frozenset[str]] = frozenset({"open"})
     kinds: ClassVar[dict[str, tuple[str, str]]] = {
         "care": ("accès sans relation de soins", "accesses without a care relationship"),
+        "rare_account": ("dossiers ouverts par un compte qui n'en ouvre presque jamais",
+                         "records opened by an account that almost never opens any"),
     }
 
     def new_state(self, acc: AccountState) -> CareState:
@@ -63,7 +75,7 @@ class CareDetector(Detector):
     def state_type(self) -> type[CareState]:
         return CareState
 
-    def on_open(self, state: CareState, obs: Observation) -> Signal | None:
+    def on_open(self, state: CareState, obs: Observation) -> Signal | list[Signal] | None:
         a = obs.acc
         if state.p0 != a.care_p0:
             self._rates(state, a.care_p0)
@@ -77,7 +89,18 @@ class CareDetector(Detector):
             if state.cusum <= 0.0:
                 state.cusum = 0.0
                 state.level = 0.0
-        if state.up <= 0.0 or obs.reason != 0:
+        if obs.reason != 0:
+            return None
+        rare = self._rare(state, obs) if a.kind == "human" else None
+        found = self._run(state, obs)
+        if rare is None:
+            return found
+        return [rare, found] if found is not None else rare
+
+    def _run(self, state: CareState, obs: Observation) -> Signal | None:
+        """The CUSUM step of an unexplained opening (and the 7-day test when no run is reported)."""
+        a = obs.acc
+        if state.up <= 0.0:
             return None
         w = self.settings.care_in_care_weight if obs.in_care == 1 else 1.0
         if state.cusum <= 0.0:
@@ -112,6 +135,56 @@ class CareDetector(Detector):
         )
         return self.signal(obs, score, "care", [evidence], patients=tuple(state.patients),
                            first_time=state.run_start)
+
+    def _rare(self, state: CareState, obs: Observation) -> Signal | None:
+        """Several unexplained patients within an hour, by an account that almost never opens any."""
+        a = obs.acc
+        s = self.settings
+        # the account's own calendar rate once it has been around long enough, and its
+        # peers' (the only judge of an account new to the trail); either may be unknown,
+        # neither may say the account opens records often
+        days = obs.day - a.first_day if a.first_day >= 0 else 0
+        known = False
+        if days >= s.rare_min_days:
+            if a.past_max > s.rare_max_day or a.past_open > s.rare_max_rate * days:
+                return None
+            known = True
+        peer = a.peer_open_rate
+        if peer >= 0.0:
+            if peer > s.rare_max_rate:
+                return None
+            known = True
+        if not known:
+            return None
+        cut = obs.time - HOUR
+        k = len(a.day_u) - bisect_right(a.day_u, cut)
+        prev = a.prev_u
+        if prev and prev[-1] > cut:
+            k += len(prev) - bisect_right(prev, cut)
+        if k < s.rare_min_unexplained or k <= 2 * a.past_max:
+            state.rare_level = 0  # back to normal: the next burst is news again
+            return None
+        if k < 2 * state.rare_level:
+            return None
+        state.rare_level = k
+        rate = a.past_open / days if days >= s.rare_min_days else peer
+        evidence = ev(
+            "care.rare_account",
+            f"{fmt_int(k, 'fr')} patients sans relation de soins ouverts en 1 h par un compte qui en ouvre "
+            f"d'habitude {rate:.2f} par jour (ses pairs : {max(peer, 0.0):.2f} ; au plus "
+            f"{fmt_int(a.past_max, 'fr')} en un jour)".replace(".", ","),
+            f"{fmt_int(k, 'en')} patients without a care relationship opened in 1 h by an account that usually "
+            f"opens {rate:.2f} a day (its peers: {max(peer, 0.0):.2f}; at most {fmt_int(a.past_max, 'en')} "
+            "in a day)",
+            unexplained_hour=k,
+            usual_per_day=round(rate, 3),
+            usual_max_day=a.past_max,
+            days=days,
+            peer_per_day=round(peer, 3),
+        )
+        patients, first = recent_since(a, cut, 50)
+        return self.signal(obs, s.rare_score, "rare_account", [evidence], patients=tuple(patients),
+                           first_time=first)
 
     def _week(self, state: CareState, obs: Observation) -> Signal | None:
         """Excess of unexplained openings over the last 7 days (low and slow), as a likelihood ratio."""
