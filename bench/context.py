@@ -1,13 +1,13 @@
 """Benchmark of the care context: load time of a typical hospital and `explain` speed.
 
-Run: .venv/bin/python tests/context/bench_context.py [patients] [episodes] [staff]
+Run: .venv/bin/python bench/context.py [patients] [episodes] [staff]
 (defaults 75,000 patients, 250,000 encounters and appointments, 4,000 staff). Writes the
 hospital as NDJSON in a temporary folder, loads it with `CareContext.load`, then times
 one million `explain` calls on a mix: half of the accesses by someone who took part in
 the patient's care near its time, half by a random account at a random time (the worst
 case for memory caches), then the same accesses in bursts of ten per chart.
 
-Or: .venv/bin/python tests/context/bench_context.py --sim OUT, where OUT is the output of
+Or: .venv/bin/python bench/context.py --sim OUT, where OUT is the output of
 `sentinelle simulate`: loads OUT/context and replays every access of OUT/events through
 `explain`, in trail order.
 
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "context"))
 
 from context_factory import DAY, synthetic_hospital, t, write_hospital
 

@@ -2,7 +2,7 @@
 
 Not a test (pytest does not collect it). Usage:
 
-    python tests/detect/bench_engine.py DATA_DIR [--repeat 5] [--alerts OUT.jsonl]
+    python bench/engine.py DATA_DIR [--repeat 5] [--alerts OUT.jsonl]
 
 DATA_DIR is a simulated hospital (`sentinelle simulate`). The events are read once with
 `open_events` and cached next to the data as msgpack, so later runs time only detection.
