@@ -26,6 +26,12 @@ snapshot is restored and the ledger tail after that position is replayed through
 engine. Alert ids are stable (episode id and version), so the replayed alerts already
 in the store are recognised and not raised again, while an episode running at the
 crash continues. See docs/service.md.
+
+The package: `config` (the TOML configuration and its settings table), `tokens`
+(bearer tokens and roles), `decode` (request bodies, in worker processes), `intake`
+(the bounded queue, its group-committing writer, metrics); this module holds the
+`Service` that wires them to the ledger, the engine and the delivery channels, and the
+entry points (`serve`, `run_demo`, `python -m sentinelle.service`).
 """
 
 from __future__ import annotations
@@ -34,31 +40,24 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
-import fcntl
 import gc
-import hashlib
-import hmac
 import io
 import itertools
 import json
 import logging
-import operator
 import os
 import queue
-import secrets
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
-import tomllib
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
@@ -66,7 +65,7 @@ from sentinelle.context import CareContext
 from sentinelle.detect import Alert, Engine, Settings, load_settings
 from sentinelle.errors import ConfigError, InputFormatError, SentinelleError
 from sentinelle.events import AccessEvent
-from sentinelle.ledger import Appended, Ledger, LedgerSettings
+from sentinelle.ledger import Appended, Ledger
 from sentinelle.ledger.records import KIND_EVENT
 from sentinelle.respond import (
     AlertStore,
@@ -76,7 +75,39 @@ from sentinelle.respond import (
     EmailChannel,
     WebhookChannel,
 )
-from sentinelle.sources import atna, fhir_json, fhir_xml, mapped, syslog
+from sentinelle.service.config import (
+    SETTINGS,
+    CefConfig,
+    DeliveryConfig,
+    EmailConfig,
+    HttpConfig,
+    IntakeConfig,
+    ServiceConfig,
+    SyslogConfig,
+    Token,
+    WebhookConfig,
+    load_config,
+)
+from sentinelle.service.decode import (
+    Format,
+    _Collect,
+    _decode_events,
+    _decode_worker_main,
+    _DecodeWorkers,
+    _is_new,
+    decode_body,
+)
+from sentinelle.service.intake import (
+    BusyError,
+    ClosingError,
+    IngestResult,
+    IntakeQueue,
+    _Item,
+    _Metrics,
+    _settle,
+    _Snapshot,
+)
+from sentinelle.service.tokens import Principal, TokenRegistry, hash_token, new_token
 from sentinelle.sources.listener import SyslogListener
 from sentinelle.sources.mapped import Mapping, load_mapping
 from sentinelle.sources.quarantine import Quarantine
@@ -89,6 +120,7 @@ __all__ = [
     "ClosingError",
     "DeliveryConfig",
     "EmailConfig",
+    "Format",
     "HttpConfig",
     "IngestResult",
     "IntakeConfig",
@@ -111,768 +143,6 @@ log = logging.getLogger("sentinelle.service")
 #: Source name of the service's own audit records (who called the API): they go to the
 #: ledger, tamper-evident like everything else, but not through detection.
 API_SOURCE = "sentinelle-api"
-ROLES = ("source", "analyst", "metrics", "admin")
-
-
-# ======================================================================================
-# Configuration
-# ======================================================================================
-
-
-class HttpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """The HTTP API."""
-
-    host: str = "127.0.0.1"
-    port: int = 8080
-    tls_cert: str = ""
-    tls_key: str = ""
-    max_body_bytes: int = 32 << 20
-    max_resource_bytes: int = 1 << 20
-    max_requests: int = 256
-
-
-class SyslogConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """The syslog listener (each port absent = that transport off)."""
-
-    host: str = "127.0.0.1"
-    tcp_port: int | None = None
-    tls_port: int | None = None
-    udp_port: int | None = None
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_client_ca: str = ""
-    udp_buffer: int = 10_000
-    max_frame_bytes: int = 1 << 20
-
-
-class IntakeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """The bounded intake queue and group commit."""
-
-    queue_events: int = 200_000
-    batch_events: int = 4_000
-    high_water: float = 0.8
-    chunk_events: int = 2_000
-    decode_workers: int = -1
-    detection_queue_batches: int = 16
-
-
-class DeliveryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Retries of every delivery channel."""
-
-    retries: int = 6
-    backoff_s: float = 1.0
-    max_backoff_s: float = 300.0
-
-
-class WebhookConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """One webhook receiver."""
-
-    url: str
-    secret: str = ""
-    secret_env: str = ""
-    name: str = "webhook"
-    min_severity: str = "medium"
-    timeout_s: float = 5.0
-
-
-class CefConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """One SIEM receiving CEF over syslog."""
-
-    host: str
-    port: int = 514
-    protocol: str = "udp"
-    framing: str = ""
-    name: str = "cef"
-    min_severity: str = "low"
-    include_patients: bool = False
-    tls_ca: str = ""
-
-
-class EmailConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """One SMTP relay and its recipients."""
-
-    host: str
-    port: int = 25
-    sender: str
-    recipients: list[str]
-    security: str = "none"
-    username: str = ""
-    password_env: str = ""
-    name: str = "email"
-    min_severity: str = "high"
-    lang: str = "fr"
-    include_patients: bool = False
-    console_url: str = ""
-
-
-class Token(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """One API token: who holds it, what it may do, and its SHA-256 (or, discouraged, the token itself)."""
-
-    name: str
-    role: str = "source"
-    sha256: str = ""
-    token: str = ""
-    source: str = ""
-
-
-class ServiceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Everything `sentinelle serve` reads from its TOML file; every field is in `SETTINGS`."""
-
-    state_dir: str = "sentinelle-state"
-    context: list[str] = msgspec.field(default_factory=list)
-    context_mapping: str = ""
-    tokens_file: str = ""
-    tokens: list[Token] = msgspec.field(default_factory=list)
-    mappings: dict[str, str] = msgspec.field(default_factory=dict)
-    snapshot_seconds: float = 30.0
-    snapshot_events: int = 1_000_000
-    ready_file: str = ""
-    ledger: LedgerSettings = msgspec.field(default_factory=LedgerSettings)
-    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
-    syslog: SyslogConfig = msgspec.field(default_factory=SyslogConfig)
-    intake: IntakeConfig = msgspec.field(default_factory=IntakeConfig)
-    detection: dict[str, Any] = msgspec.field(default_factory=dict)
-    delivery: DeliveryConfig = msgspec.field(default_factory=DeliveryConfig)
-    webhook: list[WebhookConfig] = msgspec.field(default_factory=list)
-    cef: list[CefConfig] = msgspec.field(default_factory=list)
-    email: list[EmailConfig] = msgspec.field(default_factory=list)
-
-
-#: (name, default, help) of every service setting, in the order docs/service.md lists them.
-#: The ledger's own settings (`[ledger]`) are in docs/ledger.md, detection's (`[detection]`)
-#: in docs/detection.md.
-SETTINGS: tuple[tuple[str, object, str], ...] = (
-    ("state_dir", "sentinelle-state", "Folder of the engine snapshot, alert store, audit log, quarantine and "
-     "dead letters; relative paths in the file are relative to the file's folder."),
-    ("context", [], "Care context: FHIR NDJSON/Bundle files or folders, loaded at start."),
-    ("context_mapping", "", "TOML mapping for CSV files of the care context."),
-    ("tokens_file", "", "TOML file of [[tokens]] (name, role, sha256, source); read at start."),
-    ("tokens", [], "Tokens given in the configuration file itself, same fields as in tokens_file."),
-    ("mappings", {}, "Named mappings for POST /ingest/{name}: name = mapping file; the shipped "
-     "mappings (api_gateway_jsonl, dpi_csv_fr) are always available."),
-    ("snapshot_seconds", 30.0, "Write the engine state at most this many seconds apart (restart replays "
-     "the ledger after it)."),
-    ("snapshot_events", 1_000_000, "...or after this many events, whichever comes first."),
-    ("ready_file", "", "Once listening, write the bound ports here as JSON (for scripts and tests)."),
-    ("http.host", "127.0.0.1", "Address the HTTP API listens on."),
-    ("http.port", 8080, "Port of the HTTP API (0: any free port)."),
-    ("http.tls_cert", "", "PEM certificate (chain) for HTTPS; empty = plain HTTP."),
-    ("http.tls_key", "", "PEM private key for HTTPS."),
-    ("http.max_body_bytes", 32 << 20, "Largest bulk, Bundle or mapped body (after gzip); larger gets 413."),
-    ("http.max_resource_bytes", 1 << 20, "Largest single-resource body (POST /fhir/AuditEvent)."),
-    ("http.max_requests", 256, "Ingest requests handled at once; more get 429."),
-    ("syslog.host", "127.0.0.1", "Address the syslog listener binds."),
-    ("syslog.tcp_port", None, "RFC 5424 over TCP, octet-counting or newline framing (absent: off; 0: any)."),
-    ("syslog.tls_port", None, "RFC 5425 syslog over TLS (usually 6514)."),
-    ("syslog.udp_port", None, "RFC 5426 syslog over UDP (no flow control: see udp_buffer)."),
-    ("syslog.tls_cert", "", "PEM certificate of the TLS syslog port."),
-    ("syslog.tls_key", "", "PEM private key of the TLS syslog port."),
-    ("syslog.tls_client_ca", "", "When set, TLS senders must present a certificate signed by this CA."),
-    ("syslog.udp_buffer", 10_000, "Datagrams waiting for the queue; more are dropped and counted."),
-    ("syslog.max_frame_bytes", 1 << 20, "Largest syslog frame; a larger one is quarantined."),
-    ("intake.queue_events", 200_000, "Capacity of the intake queue, in events (memory bound)."),
-    ("intake.batch_events", 4_000, "Most events appended in one ledger transaction (group commit)."),
-    ("intake.high_water", 0.8, "Queue fill (share of capacity) from which new HTTP requests get 429."),
-    ("intake.chunk_events", 2_000, "Events of one request queued at a time (a bulk body is queued in chunks; "
-     "requests of at most 64 events go ahead of bulk chunks)."),
-    ("intake.decode_workers", -1, "Processes decoding large NDJSON bodies (-1: one if 2+ CPUs, 0: decode "
-     "in a thread of the service)."),
-    ("intake.detection_queue_batches", 16, "Committed batches waiting for detection before the writer waits."),
-    ("detection", {}, "Detection settings (see docs/detection.md), e.g. learning_days = 10."),
-    ("delivery.retries", 6, "Retries of a failed delivery before it goes to the dead-letter log."),
-    ("delivery.backoff_s", 1.0, "First retry delay; doubled at each retry (±20 % jitter)."),
-    ("delivery.max_backoff_s", 300.0, "Longest retry delay."),
-    ("webhook", [], "[[webhook]] url, secret or secret_env, name, min_severity, timeout_s."),
-    ("cef", [], "[[cef]] host, port, protocol (udp, tcp, tls), framing, name, min_severity, "
-     "include_patients, tls_ca."),
-    ("email", [], "[[email]] host, port, sender, recipients, security (none, starttls, tls), username, "
-     "password_env, name, min_severity, lang, include_patients, console_url."),
-)
-
-
-def _absolute(base: Path, value: str) -> str:
-    if not value:
-        return value
-    p = Path(value).expanduser()
-    return str(p if p.is_absolute() else (base / p).resolve())
-
-
-def _absolute_url(base: Path, url: str) -> str:
-    if url.startswith("sqlite:////") or not url.startswith("sqlite:///"):
-        return url if "://" in url else _absolute(base, url)
-    return "sqlite:///" + _absolute(base, url[len("sqlite:///"):])
-
-
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ServiceConfig:
-    """The service configuration of a TOML file (relative paths against its folder); raises `ConfigError`."""
-    doc: dict[str, Any] = {}
-    base = Path.cwd()
-    where = "service configuration"
-    if path is not None:
-        p = Path(path)
-        where = str(p)
-        try:
-            doc = tomllib.loads(p.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"{p}: cannot read the configuration: {exc.strerror}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-        base = p.resolve().parent
-    for key, value in (overrides or {}).items():
-        doc[key] = value
-    try:
-        cfg = msgspec.convert(doc, ServiceConfig, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    return _resolve_paths(cfg, base)
-
-
-def _resolve_paths(cfg: ServiceConfig, base: Path) -> ServiceConfig:
-    led = cfg.ledger
-    led = msgspec.structs.replace(
-        led,
-        url=_absolute_url(base, led.url),
-        key_dir=_absolute(base, led.key_dir),
-        keyring_file=_absolute(base, led.keyring_file),
-        signing_key_file=_absolute(base, led.signing_key_file),
-        witness_file=_absolute(base, led.witness_file),
-    )
-    http = msgspec.structs.replace(cfg.http, tls_cert=_absolute(base, cfg.http.tls_cert),
-                                   tls_key=_absolute(base, cfg.http.tls_key))
-    sl = cfg.syslog
-    sl = msgspec.structs.replace(sl, tls_cert=_absolute(base, sl.tls_cert), tls_key=_absolute(base, sl.tls_key),
-                                 tls_client_ca=_absolute(base, sl.tls_client_ca))
-    return msgspec.structs.replace(
-        cfg,
-        state_dir=_absolute(base, cfg.state_dir),
-        context=[_absolute(base, c) for c in cfg.context],
-        context_mapping=_absolute(base, cfg.context_mapping),
-        tokens_file=_absolute(base, cfg.tokens_file),
-        mappings={k: _absolute(base, v) for k, v in cfg.mappings.items()},
-        ready_file=_absolute(base, cfg.ready_file),
-        ledger=led,
-        http=http,
-        syslog=sl,
-    )
-
-
-# ======================================================================================
-# Tokens
-# ======================================================================================
-
-
-class Principal(msgspec.Struct, frozen=True):
-    """Who made an API call: the token's name, its role, and the source name its events get."""
-
-    name: str
-    role: str
-    source: str
-
-
-def new_token() -> str:
-    """A fresh random API token (256 bits, URL-safe)."""
-    return secrets.token_urlsafe(32)
-
-
-def hash_token(token: str) -> str:
-    """The SHA-256 (hex) of a token, what a tokens file should hold instead of the token.
-
-    >>> hash_token("abc")[:12]
-    'ba7816bf8f01'
-    """
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-class _Tokens(msgspec.Struct):
-    tokens: list[Token] = msgspec.field(default_factory=list)
-
-
-class TokenRegistry:
-    """Bearer tokens mapped to principals; lookups compare every digest in constant time.
-
-    Tokens are kept as SHA-256 digests: the file or memory leaking does not give them away.
-    Each lookup hashes the presented token and compares it with every known digest with
-    `hmac.compare_digest`, whatever matches, so the time taken tells nothing about them.
-    """
-
-    def __init__(self, tokens: Iterable[Token]) -> None:
-        self._entries: list[tuple[bytes, Principal]] = []
-        names: set[str] = set()
-        for t in tokens:
-            if t.role not in ROLES:
-                raise ConfigError(f"token {t.name!r}: role must be one of {', '.join(ROLES)}, got {t.role!r}")
-            digest = t.sha256.lower().removeprefix("sha256:") if t.sha256 else (
-                hash_token(t.token) if t.token else "")
-            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                raise ConfigError(f"token {t.name!r}: needs sha256 (64 hex digits) or token")
-            if t.name in names:
-                raise ConfigError(f"token {t.name!r} is defined twice")
-            names.add(t.name)
-            self._entries.append((bytes.fromhex(digest), Principal(t.name, t.role, t.source or t.name)))
-
-    @classmethod
-    def load(cls, path: str | Path | None, extra: Iterable[Token] = ()) -> TokenRegistry:
-        """Tokens of a TOML file (`[[tokens]]` tables) plus `extra` ones."""
-        tokens = list(extra)
-        if path:
-            p = Path(path)
-            try:
-                doc = tomllib.loads(p.read_text(encoding="utf-8"))
-                tokens += msgspec.convert(doc, _Tokens).tokens
-            except OSError as exc:
-                raise ConfigError(f"{p}: cannot read the tokens file: {exc.strerror}") from None
-            except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
-                raise ConfigError(f"{p}: {exc}") from None
-        return cls(tokens)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def authenticate(self, presented: str) -> Principal | None:
-        """The principal of a presented token, or None."""
-        digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
-        found: Principal | None = None
-        for known, principal in self._entries:
-            if hmac.compare_digest(known, digest):
-                found = principal
-        return found
-
-
-# ======================================================================================
-# Decoding request bodies (runs in a worker process or thread, never in the event loop)
-# ======================================================================================
-
-#: Issues of one request listed in its answer; the rest are counted and quarantined.
-MAX_ISSUES = 100
-Format = Literal["ndjson", "fhir-json", "fhir-xml", "atna", "syslog", "mapped"]
-
-
-class _Collect(Quarantine):
-    """A request's quarantine: keeps the first issues for the answer, forwards all to the service's."""
-
-    def __init__(self, forward: Quarantine | None = None) -> None:
-        super().__init__()
-        self.forward = forward
-        self.issues: list[tuple[str, str]] = []
-        self.raws: list[tuple[str, str, bytes]] = []
-
-    def reject(self, origin: str, location: str, reason: str, raw: bytes | str = b"") -> None:
-        self.count += 1
-        if len(self.issues) < MAX_ISSUES:
-            self.issues.append((location, reason))
-        if self.forward is not None:
-            self.forward.reject(origin, location, reason, raw)
-        else:
-            data = raw.encode("utf-8", "replace") if isinstance(raw, str) else bytes(raw[:4096])
-            self.raws.append((location, reason, data))
-
-
-class _Decoded(msgspec.Struct, array_like=True):
-    events: bytes  # msgpack list[AccessEvent] (from a worker) or b"" when `direct` is used
-    rejects: list[tuple[str, str, bytes]]
-    count: int
-    error: str = ""
-
-
-_encode_events = msgspec.msgpack.Encoder().encode
-_decode_events = msgspec.msgpack.Decoder(list[AccessEvent]).decode
-_mapping_cache: dict[str, Mapping] = {}
-#: `Appended.new` of a ledger result, as a C-level getter (summed over 10,000-event batches).
-_is_new = operator.itemgetter(1)
-
-
-def _bad_utf8_lines(lines: list[bytes]) -> set[int]:
-    bad: set[int] = set()
-    for i, line in enumerate(lines):
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError:
-            bad.add(i)
-    return bad
-
-
-def _stamp(events: Iterable[AccessEvent], source: str, q: Quarantine, origin: str) -> Iterator[AccessEvent]:
-    """Events with the token's source name; those that cannot be ledger entries are refused."""
-    replace = msgspec.structs.replace
-    for e in events:
-        if not e.id:
-            q.reject(origin, f"record {e.time}", "the event has no id (needed for idempotency)", b"")
-            continue
-        yield e if not source or e.source == source else replace(e, source=source)
-
-
-def decode_body(fmt: Format, body: bytes, origin: str, source: str, quarantine: Quarantine,
-                mapping: Mapping | None = None, first_line: int = 1) -> list[AccessEvent]:
-    """Access events of a request body in one of the intake formats; bad records to `quarantine`.
-
-    Raises `InputFormatError` when the body as a whole is not in the format.
-    """
-    if fmt == "ndjson":
-        lines = body.splitlines(keepends=True)
-        try:
-            body.decode("utf-8")
-        except UnicodeDecodeError:
-            bad = _bad_utf8_lines(lines)
-            for i in sorted(bad):
-                line = lines[i]
-                try:
-                    line.decode("utf-8")
-                except UnicodeDecodeError as u:
-                    quarantine.reject(origin, f"line {first_line + i}",
-                                      f"invalid UTF-8: byte 0x{line[u.start]:02x} at offset {u.start}", line)
-                lines[i] = b"\n"
-        events: Iterable[AccessEvent] = fhir_json.read_lines(lines, origin, quarantine, first_line)
-    elif fmt == "fhir-json":
-        events = fhir_json.read(io.BytesIO(body), origin, quarantine)
-    elif fmt == "fhir-xml":
-        events = fhir_xml.read(io.BytesIO(body), origin, quarantine)
-    elif fmt == "atna":
-        events = atna.read(io.BytesIO(body), origin, quarantine)
-    elif fmt == "syslog":
-        events = syslog.read(io.BytesIO(body), origin, quarantine)
-    else:
-        if mapping is None:
-            raise InputFormatError(origin, "no mapping given")
-        events = mapped.read_mapped(io.BytesIO(body), origin, quarantine, mapping)
-    return list(_stamp(events, source, quarantine, origin))
-
-
-def _decode_in_worker(body: bytes, origin: str, source: str, first_line: int) -> _Decoded:
-    """NDJSON decoding in a worker process: events come back msgpack-encoded (2 µs each to decode)."""
-    q = _Collect()
-    try:
-        events = decode_body("ndjson", body, origin, source, q, first_line=first_line)
-    except SentinelleError as exc:
-        return _Decoded(b"", q.raws, 0, str(exc))
-    return _Decoded(_encode_events(events), q.raws, len(events))
-
-
-class _Task(msgspec.Struct, array_like=True):
-    body: bytes
-    origin: str
-    source: str
-    first_line: int
-
-
-_encode_msg = msgspec.msgpack.Encoder().encode
-_decode_task = msgspec.msgpack.Decoder(_Task).decode
-_decode_answer = msgspec.msgpack.Decoder(_Decoded).decode
-
-
-def _send(pipe: Any, payload: bytes) -> None:
-    pipe.write(len(payload).to_bytes(8, "little"))
-    pipe.write(payload)
-    pipe.flush()
-
-
-def _receive(pipe: Any) -> bytes | None:
-    head = pipe.read(8)
-    if len(head) < 8:
-        return None
-    size = int.from_bytes(head, "little")
-    data: bytes = pipe.read(size)
-    return data if len(data) == size else None
-
-
-def _decode_worker_main() -> None:
-    """A decoding worker: tasks on stdin, answers on stdout, until stdin closes."""
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    while (payload := _receive(stdin)) is not None:
-        task = _decode_task(payload)
-        _send(stdout, _encode_msg(_decode_in_worker(task.body, task.origin, task.source, task.first_line)))
-
-
-class _DecodeWorkers:
-    """Processes that decode large NDJSON bodies, so the service's own process only stores and detects.
-
-    Plain `python -m sentinelle.service --decode-worker` children on pipes, not
-    multiprocessing: the service runs threads (fork is unsafe) and must not re-import
-    whatever script embeds it (spawn does). A worker that dies is replaced and its piece
-    decoded in the service itself: a broken worker costs speed, never events.
-    """
-
-    def __init__(self, n: int) -> None:
-        self._idle: queue.Queue[subprocess.Popen[bytes]] = queue.Queue()
-        self._all: list[subprocess.Popen[bytes]] = []
-        for _ in range(n):
-            proc = self._spawn()
-            self._all.append(proc)
-            self._idle.put(proc)
-        self._threads = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="sentinelle-decode-io")
-
-    @staticmethod
-    def _spawn() -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[1])
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env["SENTINELLE_WORKERS"] = "1"
-        proc = subprocess.Popen([sys.executable, "-m", "sentinelle.service", "--decode-worker"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        # 1 MiB pipes instead of 64 KiB: a 2 MiB piece crosses in two writes, not thirty-two
-        # context switches (Linux only; elsewhere the default stays).
-        for pipe in (proc.stdin, proc.stdout):
-            with contextlib.suppress(OSError, AttributeError):
-                fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)  # type: ignore[union-attr]
-        return proc
-
-    def _call(self, task: _Task) -> _Decoded:
-        proc = self._idle.get()
-        answer: bytes | None = None
-        try:
-            _send(proc.stdin, _encode_msg(task))
-            answer = _receive(proc.stdout)
-        except OSError:
-            answer = None
-        if answer is None:
-            log.warning("A decoding worker died; starting another and decoding its piece here.")
-            with contextlib.suppress(OSError):
-                proc.kill()
-            self._all.remove(proc)
-            proc = self._spawn()
-            self._all.append(proc)
-            self._idle.put(proc)
-            return _decode_in_worker(task.body, task.origin, task.source, task.first_line)
-        self._idle.put(proc)
-        return _decode_answer(answer)
-
-    async def decode(self, body: bytes, origin: str, source: str, first_line: int) -> _Decoded:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, self._call, _Task(body, origin, source, first_line))
-
-    def close(self) -> None:
-        for proc in self._all:
-            with contextlib.suppress(OSError):
-                if proc.stdin is not None:
-                    proc.stdin.close()
-        for proc in self._all:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            if proc.stdout is not None:
-                proc.stdout.close()
-        self._threads.shutdown(wait=False)
-
-
-# ======================================================================================
-# The intake queue (bounded, in events) and its group-committing writer
-# ======================================================================================
-
-
-#: Submissions of at most this many events jump ahead of bulk chunks in the intake queue.
-SMALL_ITEM = 64
-
-
-class BusyError(SentinelleError):
-    """The intake queue is full: the caller should retry after `retry_after` seconds."""
-
-    def __init__(self, retry_after: int, reason: str = "the intake queue is full") -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
-class ClosingError(SentinelleError):
-    """The service is stopping (or its ledger failed) and takes no more events."""
-
-
-class _Item:
-    __slots__ = ("events", "future", "loop", "origin", "t0")
-
-    def __init__(self, events: list[AccessEvent], future: Any, loop: asyncio.AbstractEventLoop | None,
-                 origin: str) -> None:
-        self.events = events
-        self.future = future  # asyncio.Future (loop set), concurrent.futures.Future, or None
-        self.loop = loop
-        self.origin = origin
-        self.t0 = time.monotonic()
-
-
-class IntakeQueue:
-    """Events waiting for the ledger, bounded by `capacity` events; thread-safe, asyncio-friendly.
-
-    An item counts against the capacity until the writer committed it, so the bound
-    covers everything accepted and not yet durable.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.depth = 0
-        self.closed = False
-        self._items: deque[_Item] = deque()
-        # Small submissions (single events, a syslog read) go first: a one-event request
-        # must not wait behind the commit of a 10,000-event bulk chunk queued before it.
-        self._small: deque[_Item] = deque()
-        self._cond = threading.Condition()
-        self._space: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
-
-    def _fits(self, n: int) -> bool:
-        return self.depth == 0 or self.depth + n <= self.capacity
-
-    async def put(self, events: list[AccessEvent], origin: str, *, wait: bool = True,
-                  track: bool = True) -> asyncio.Future[list[Appended]] | None:
-        """Queue events (waiting for room when `wait`); returns a future of their ledger results."""
-        loop = asyncio.get_running_loop()
-        n = len(events)
-        while True:
-            with self._cond:
-                if self.closed:
-                    raise ClosingError("the service is stopping")
-                if self._fits(n):
-                    fut: asyncio.Future[list[Appended]] | None = loop.create_future() if track else None
-                    self._push(_Item(events, fut, loop, origin))
-                    self.depth += n
-                    self._cond.notify_all()
-                    return fut
-                if not wait:
-                    raise BusyError(1)
-                waiter: asyncio.Future[None] = loop.create_future()
-                self._space.append((loop, waiter))
-            await waiter
-
-    def put_blocking(self, events: list[AccessEvent], origin: str, timeout: float | None = None,
-                     force: bool = False) -> concurrent.futures.Future[list[Appended]]:
-        """Queue events from a thread (waiting for room unless `force`); returns a future of their results."""
-        fut: concurrent.futures.Future[list[Appended]] = concurrent.futures.Future()
-        with self._cond:
-            end = None if timeout is None else time.monotonic() + timeout
-            while not force and not self._fits(len(events)) and not self.closed:
-                left = None if end is None else end - time.monotonic()
-                if left is not None and left <= 0:
-                    raise BusyError(1)
-                self._cond.wait(left)
-            if self.closed:
-                raise ClosingError("the service is stopping")
-            self._push(_Item(events, fut, None, origin))
-            self.depth += len(events)
-            self._cond.notify_all()
-        return fut
-
-    def _push(self, item: _Item) -> None:
-        (self._small if len(item.events) <= SMALL_ITEM else self._items).append(item)
-
-    def take(self, max_events: int, timeout: float) -> list[_Item]:
-        """Items queued so far, small ones first, up to `max_events` events (at least one item);
-        waits up to `timeout` when nothing is queued."""
-        with self._cond:
-            if not self._items and not self._small:
-                self._cond.wait(timeout)
-            out: list[_Item] = []
-            n = 0
-            for items in (self._small, self._items):
-                while items and (not out or n + len(items[0].events) <= max_events):
-                    item = items.popleft()
-                    out.append(item)
-                    n += len(item.events)
-            return out
-
-    def release(self, n: int) -> None:
-        """Events left the queue (committed or failed): make room and wake the waiters."""
-        with self._cond:
-            self.depth -= n
-            waiters = list(self._space)
-            self._space.clear()
-            self._cond.notify_all()
-        for loop, fut in waiters:
-            with contextlib.suppress(RuntimeError):  # loop closed
-                loop.call_soon_threadsafe(_wake, fut)
-
-    def close(self) -> None:
-        """Take no more events; the writer drains what is queued."""
-        with self._cond:
-            self.closed = True
-            waiters = list(self._space)
-            self._space.clear()
-            self._cond.notify_all()
-        for loop, fut in waiters:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_wake, fut)
-
-
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for fut, value, exc in results:
-        if fut.done():
-            continue
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(value)
-
-
-# ======================================================================================
-# Metrics
-# ======================================================================================
-
-
-class _Metrics:
-    """The Prometheus metrics of one service (own registry: several services may share a process)."""
-
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        r = self.registry = CollectorRegistry(auto_describe=True)
-        self.received = Counter("sentinelle_events_received", "Events decoded and queued, by channel.",
-                                ["channel"], registry=r)
-        self.stored = Counter("sentinelle_events_stored", "Events appended to the ledger (new).", registry=r)
-        self.duplicates = Counter("sentinelle_events_duplicate",
-                                  "Events re-sent and found already in the ledger (not stored again).", registry=r)
-        self.quarantined = Counter("sentinelle_events_quarantined", "Records refused and set aside, by channel.",
-                                   ["channel"], registry=r)
-        self.refused = Counter("sentinelle_requests_refused", "HTTP requests refused, by reason.", ["reason"],
-                               registry=r)
-        self.alerts = Counter("sentinelle_alerts", "Alert versions raised, by severity.", ["severity"], registry=r)
-        self.deliveries = Counter("sentinelle_deliveries", "Delivery attempts, by channel and outcome.",
-                                  ["channel", "outcome"], registry=r)
-        self.queue = Gauge("sentinelle_intake_queue_events", "Events accepted and not yet durable.", registry=r)
-        self.det_queue = Gauge("sentinelle_detection_queue_batches", "Committed batches waiting for detection.",
-                               registry=r)
-        self.lag = Gauge("sentinelle_detection_lag_seconds",
-                         "Seconds between a batch's ledger commit and its detection (last batch).", registry=r)
-        self.event_age = Gauge("sentinelle_event_age_seconds",
-                               "Wall clock minus event time of the last event detected (how late sources report).",
-                               registry=r)
-        self.ledger_size = Gauge("sentinelle_ledger_events", "Leaves in the ledger (events and ledger records).",
-                                 registry=r)
-        self.udp_dropped = Gauge("sentinelle_syslog_udp_dropped", "UDP datagrams dropped because the queue was full.",
-                                 registry=r)
-        self.cpu = Counter("sentinelle_thread_cpu_seconds", "CPU time of the service's own threads.", ["thread"],
-                           registry=r)
-        self.commit = Histogram("sentinelle_ledger_commit_seconds", "Duration of one group commit.", registry=r,
-                                buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
-        self.batch = Histogram("sentinelle_ledger_batch_events", "Events per group commit.", registry=r,
-                               buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000, 20000, 50000))
-
-    def text(self) -> bytes:
-        from prometheus_client import generate_latest
-
-        return generate_latest(self.registry)
-
-
-# ======================================================================================
-# Results of an ingest
-# ======================================================================================
-
-
-class IngestResult(msgspec.Struct, kw_only=True):
-    """What one request's events became: accepted (durable), new, already stored, rejected with why."""
-
-    accepted: int = 0
-    new: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    issues: list[tuple[str, str]] = msgspec.field(default_factory=list)
-    error: str = ""  # the whole input was not in the format
-
-
-class _Snapshot(msgspec.Struct):
-    version: int
-    ledger: str
-    seq: int
-    time: int
 
 
 # ======================================================================================
@@ -1804,3 +1074,4 @@ def _event_ms(decoder: msgspec.json.Decoder[_TimeOnly], line: bytes) -> int:
 
 if __name__ == "__main__":
     main()
+
