@@ -162,7 +162,34 @@ def _unexplained(view: IndexView, rows: dict[str, Arr], context: CareContext, ex
     for i, j in enumerate(inv.tolist()):
         ref = canon[j]
         keep[i] = bool(ref) and explain(accounts[acc[i]], ref, tms[i]) & wanted == 0
-    return keep
+    return keep & ~_search_collateral(view, rows, keep)
+
+
+def _search_collateral(view: IndexView, rows: dict[str, Arr], unexplained: Arr) -> Arr:
+    """Rows of a search result page that also returned a patient the account's care explains.
+
+    Why: a search by name returns the patient being looked for *and* their namesakes, and
+    the audit trail names every patient on the page (one event with several patients, or,
+    as some systems log it, one event per result at the same instant). Searching for a
+    patient one treats is explained, and so is seeing their namesakes on the same page;
+    keeping those namesakes would put an unrelated person in the scope, and a letter in
+    their mailbox, for a page the insider had every reason to open. A page where no
+    patient is explained stays unexplained as a whole.
+    """
+    out = np.zeros(len(unexplained), dtype=bool)
+    code = view.dicts["action"].find("search")
+    if code < 0 or not unexplained.any():
+        return out
+    search = rows["action"] == code
+    if not search.any():
+        return out
+    idx = np.flatnonzero(search)
+    page = np.stack([rows["account"][idx].astype(np.int64), rows["time"][idx]], axis=1)
+    _, group = np.unique(page, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    explained_pages = np.bincount(group, weights=(~unexplained[idx]).astype(np.float64)) > 0
+    out[idx] = explained_pages[group]
+    return out
 
 
 def compute_scope(view: IndexView, selectors: Sequence[Selector], context: CareContext | None = None, *,

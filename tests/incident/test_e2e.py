@@ -78,19 +78,6 @@ def _incident(attack: dict[str, Any]) -> Incident:
                          incident_id=f"INC-{attack['id']}", now=end + 3_600_000)
 
 
-def _benign_unexplained(hospital: Hospital, account: str, start: int, end: int, explaining: int) -> set[str]:
-    """Patients the account opened in the window, in benign events, that care does not explain."""
-    out: set[str] = set()
-    for e in hospital.events:
-        if e.account != account or not start <= e.time <= end or e.id in hospital.labels or e.outcome != "success":
-            continue
-        for p in e.patients:
-            reasons = hospital.context.explain(account, p, e.time)
-            if not (reasons & explaining if explaining else reasons):
-                out.add(p)
-    return out
-
-
 def test_scope_equals_the_planted_truth_to_the_patient_and_category(hospital: Hospital, ledger: Any) -> None:
     led, idx = ledger
     view = idx.view(led)
@@ -101,17 +88,10 @@ def test_scope_equals_the_planted_truth_to_the_patient_and_category(hospital: Ho
         scope = compute_scope(view, inc.selectors, hospital.context)
         got = {e.ref: e.mask for e in scope.exposures()}
         truth = hospital.truth[aid]
-        extra = set(got) - set(truth)
-        if attack["kind"] in INSIDER_KINDS and extra:
-            # An insider's scope is every access in the window that care does not explain: the
-            # planted truth plus the account's own benign unexplained accesses (an unrecorded
-            # consult), which no audit trail can tell apart and the DPO reviews. Nothing else.
-            start, end = parse_time(str(attack["start"])), parse_time(str(attack["end"]))
-            candidates = _benign_unexplained(hospital, str(attack["account"]), start, end, 0)
-            assert extra <= candidates, f"{aid}: scope holds patients that care explains"
-            assert len(extra) <= max(3, len(truth) // 5), f"{aid}: too many benign patients in the scope"
-        else:
-            assert not extra, f"{aid}: patients differ"
+        # Insiders read from the workstation of their daily work: the scope keeps what care
+        # does not explain, and namesakes on a search page that found a treated patient are
+        # explained with that patient (see scope._search_collateral).
+        assert set(got) == set(truth), f"{aid}: patients differ {sorted(set(got) ^ set(truth))[:5]}"
         assert set(truth) <= set(got), f"{aid}: victims missing from the scope"
         wrong = {p: (category_names(got[p]), category_names(truth[p])) for p in truth if got[p] != truth[p]}
         assert not wrong, f"{aid}: categories differ {list(wrong.items())[:3]}"

@@ -73,6 +73,34 @@ def test_unexplained_only_leaves_out_care() -> None:
         scope_from_events(TRAIL, [Selector(accounts=("doc",), unexplained_only=True)])
 
 
+def test_namesakes_on_a_page_that_found_a_treated_patient_are_explained() -> None:
+    """A search page is explained as a whole when it returned a patient in the account's care."""
+    page = T0 + 60_000
+    ident = int(Category.IDENTITY)
+    trail = [
+        # One event per result, as some systems log a page: p2 (treated) and its namesake p1.
+        AccessEvent(id="s1", time=page, account="doc", action="search", outcome="success",
+                    patients=("Patient/p2",), categories=ident),
+        AccessEvent(id="s2", time=page, account="doc", action="search", outcome="success",
+                    patients=("Patient/p1",), categories=ident),
+        # One event with both patients of the page.
+        AccessEvent(id="s3", time=page + 5_000, account="doc", action="search", outcome="success",
+                    patients=("Patient/p2", "Patient/p4"), categories=ident),
+        # A page where nobody is in care stays unexplained, and so does a read of the namesake.
+        AccessEvent(id="s4", time=page + 9_000, account="doc", action="search", outcome="success",
+                    patients=("Patient/p5", "Patient/p6"), categories=ident),
+        AccessEvent(id="r1", time=page + 12_000, account="doc", action="read", outcome="success",
+                    patients=("Patient/p7",), categories=ident),
+        # Another account's page at the same instant does not explain doc's.
+        AccessEvent(id="s5", time=page + 15_000, account="x", action="search", outcome="success",
+                    patients=("Patient/p2",), categories=ident),
+        AccessEvent(id="s6", time=page + 15_000, account="doc", action="search", outcome="success",
+                    patients=("Patient/p8",), categories=ident),
+    ]
+    s = scope_from_events(trail, [Selector(accounts=("doc",), start=page, unexplained_only=True)], CTX)
+    assert sorted(s.refs) == ["Patient/p5", "Patient/p6", "Patient/p7", "Patient/p8"]
+
+
 def test_empty_and_unknown() -> None:
     s = scope_from_events(TRAIL, [Selector(accounts=("nobody",))], CTX)
     assert s.summary.patients == 0 and s.summary.first is None and len(s) == 0
