@@ -176,6 +176,7 @@ class Appointment(_Base, tag="Appointment", frozen=True):
     start: str = ""
     end: str = ""
     minutesDuration: int | None = None
+    created: str = ""
     participant: list[AppointmentParticipant] = []
     subject: Reference | None = None  # R5
 

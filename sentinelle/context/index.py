@@ -332,6 +332,7 @@ class ContextBuilder:
             _CARE_TEAM: s.ms("care_team_after_days"),
         }
         treated = s.ms("treated_before_days")
+        grace = s.ms("appointment_booking_grace_days")
         self.counts.setdefault("referenced_patients", 0)
         per_patient: dict[int, Care] = {}
         aliases = self.aliases
@@ -381,6 +382,10 @@ class ContextBuilder:
                 dept_bit = _CARE_TEAM
             else:
                 lo = start - before[kind]
+                if ep.booked is not None:
+                    # Not before the booking (less the few minutes of looking the patient up
+                    # to book), yet from the start at the latest for one recorded afterwards.
+                    lo = min(start, max(lo, ep.booked - grace))
                 treated_until = end + treated if end is not None else FAR_FUTURE
                 dept_bit = _DEPARTMENT
             care = per_patient.get(slot)

@@ -72,7 +72,7 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
         "decoy",
     ),
     "stays": ("id", "patient", "department", "start", "end", "participants"),
-    "appointments": ("id", "patient", "department", "start", "end", "participants"),
+    "appointments": ("id", "patient", "department", "start", "end", "participants", "booked"),
 }
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "accounts": ("login",),
@@ -413,6 +413,7 @@ def _episodes(table: TableMapping, quarantine: Quarantine, departments: set[str]
                 end=end,
                 departments=(department,) if department else (),
                 members=tuple(f"{LOGIN_SYSTEM}|{login}" for login in row.items("participants")),
+                booked=row.time("booked") if kind == int(Reason.APPOINTMENT) else None,
                 infer_departments=not department,
             )
         except RecordError as exc:

@@ -328,6 +328,10 @@ def _appointment(a: fhir.Appointment) -> list[Record]:
             end = start
     except RecordError as exc:
         raise RecordError(f"start/end: {exc.reason}") from None
+    try:
+        booked = fhir_time(a.created) if a.created else None
+    except RecordError as exc:
+        raise RecordError(f"created: {exc.reason}") from None
     patient = _ref(a.subject)
     members: list[str] = []
     departments = _extension_departments(a.extension) if a.extension else []
@@ -354,6 +358,7 @@ def _appointment(a: fhir.Appointment) -> list[Record]:
             departments=tuple(departments),
             members=tuple(members),
             infer_departments=not departments,
+            booked=booked,
         )
     ]
 

@@ -113,6 +113,8 @@ class EpisodeRecord(msgspec.Struct, frozen=True, gc=False):
     `PractitionerRole/…`, `Device/…`, `Organization/…`) or `system|value` identifiers
     such as a login; `departments` are Organization ids. `infer_departments` asks the
     index to take the departments of the members' roles when `departments` is empty.
+    `booked` is when an appointment was made, when known: it cannot explain what came
+    before.
     """
 
     kind: int
@@ -123,6 +125,7 @@ class EpisodeRecord(msgspec.Struct, frozen=True, gc=False):
     departments: tuple[str, ...] = ()
     members: tuple[str, ...] = ()
     infer_departments: bool = False
+    booked: int | None = None
 
 
 class AliasRecord(msgspec.Struct, frozen=True, gc=False):

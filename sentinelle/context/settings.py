@@ -46,6 +46,12 @@ SETTINGS: tuple[Setting, ...] = (
         "An appointment explains accesses until this many days after its end (follow-up).",
     ),
     Setting(
+        "appointment_booking_grace_days",
+        1 / 24,
+        "An appointment explains nothing earlier than this before it was booked (its `created`), "
+        "the time of looking the patient up to book it.",
+    ),
+    Setting(
         "care_team_after_days",
         0.0,
         "A care team explains accesses until this many days after its period ends.",
@@ -70,6 +76,7 @@ class ContextSettings(msgspec.Struct, frozen=True, kw_only=True):
     encounter_after_days: float = 30.0
     appointment_before_days: float = 30.0
     appointment_after_days: float = 30.0
+    appointment_booking_grace_days: float = 1 / 24
     care_team_after_days: float = 0.0
     treated_before_days: float = 730.0
 

@@ -20,6 +20,7 @@ from context_factory import (
 )
 
 from sentinelle.context import CareContext, ContextSettings, Reason
+from sentinelle.sources import Quarantine
 
 E, A, CT, D, TB = (
     Reason.ENCOUNTER,
@@ -287,3 +288,24 @@ def test_booking_client_named_by_extension_or_login() -> None:
     assert ctx.explain("portal-api", "Patient/p1", at) == A
     assert ctx.explain("portal-api", "Patient/p2", at) == A
     assert ctx.explain("portal-api", "Patient/p3", at) == 0
+
+
+def test_an_appointment_explains_nothing_before_it_was_booked() -> None:
+    """Booked (created) on 2024-06-01: a read on 2024-05-31 is not explained, one that morning is."""
+    booked = appointment("a1", "p1", ["Practitioner/d1"], A1_START, A1_END)
+    booked["created"] = "2024-06-01"
+    late = appointment("a2", "p2", ["Practitioner/d1"], A1_START, A1_END)
+    late["created"] = "2024-06-12T10:00:00Z"  # recorded after the visit: explains from the start
+    bad = appointment("a3", "p3", ["Practitioner/d1"], A1_START, A1_END)
+    bad["created"] = "yesterday"
+    q = Quarantine()
+    ctx = CareContext.from_resources(
+        [practitioner("d1", "alice"), *(patient(f"p{i}") for i in (1, 2, 3)), booked, late, bad], q
+    )
+    assert ctx.explain("alice", "Patient/p1", t("2024-05-31T20:00:00Z")) & A == 0
+    assert ctx.explain("alice", "Patient/p1", t("2024-05-31T23:30:00Z")) & A  # looked up to book
+    assert ctx.explain("alice", "Patient/p1", t("2024-06-01T09:00:00Z")) & A
+    assert ctx.explain("alice", "Patient/p2", t("2024-06-09T09:00:00Z")) & A == 0
+    assert ctx.explain("alice", "Patient/p2", t(A1_START)) & A
+    assert ctx.explain("alice", "Patient/p3", t(A1_START)) == 0  # set aside, with its reason
+    assert [r.location for r in q.kept] == ["entry 7"] and "created" in q.kept[0].reason
