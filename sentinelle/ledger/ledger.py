@@ -40,10 +40,12 @@ from sentinelle.ledger.records import (
     KIND_NOTE,
     KIND_RETENTION,
     LEDGER_SOURCE,
+    Prepared,
     Protector,
     Record,
     decode_record,
     key_probe,
+    record_bytes,
     to_event,
 )
 from sentinelle.ledger.settings import LedgerSettings
@@ -494,28 +496,34 @@ class Ledger(LedgerReader):
         """Append one event (one transaction: prefer `append_batch`)."""
         return self.append_batch([event])[0]
 
-    def append_batch(self, events: Sequence[AccessEvent]) -> list[Appended]:
+    def append_batch(self, events: Sequence[AccessEvent],
+                     prepared: Sequence[Prepared | None] | None = None, key_id: str = "") -> list[Appended]:
         """Durably append events in one transaction; per input event, its seq and whether it was new.
 
         An event whose (source, id) is already stored, earlier or in the same batch, is not
-        stored again: its existing seq comes back with `new=False`.
+        stored again: its existing seq comes back with `new=False`. `prepared` (from a
+        `Sealer` of this ledger's keyring whose current key is `key_id`) gives, per event,
+        its record made in advance, or None; it is ignored when the key has changed since.
         """
         if not events:
             return []
+        if prepared is not None and (key_id != self._protect.current or len(prepared) != len(events)):
+            prepared = None
         with self._lock:
             try:
-                out, stored = self._append_locked(events, None)
+                out, stored = self._append_locked(events, None, prepared)
             except _RecentKey:
                 # Some keys are those of recent appends: look up only those (a few rows, not
                 # the whole batch); if the database still refuses one, look up everything.
                 try:
-                    out, stored = self._append_locked(events, self._resolve_keys(events, recent_only=True))
+                    out, stored = self._append_locked(events, self._resolve_keys(events, recent_only=True),
+                                                      prepared)
                 except KeyConflict:
-                    out, stored = self._append_locked(events, self._resolve_keys(events))
+                    out, stored = self._append_locked(events, self._resolve_keys(events), prepared)
             except KeyConflict:
                 # A re-sent event: find which ones are stored and append the rest. Rare,
                 # so the common path pays no lookup before its insert.
-                out, stored = self._append_locked(events, self._resolve_keys(events))
+                out, stored = self._append_locked(events, self._resolve_keys(events), prepared)
             # Inside the lock: hooks see batches in commit order even when threads race,
             # and a slow consumer slows the intake (backpressure) instead of piling up.
             if stored and self._hooks:
@@ -556,7 +564,8 @@ class Ledger(LedgerReader):
             probe += 1
         return [r for r in result if r is not None]
 
-    def _append_locked(self, events: Sequence[AccessEvent], keys: list[int | Appended] | None
+    def _append_locked(self, events: Sequence[AccessEvent], keys: list[int | Appended] | None,
+                       prepared: Sequence[Prepared | None] | None = None
                        ) -> tuple[list[Appended], list[tuple[int, AccessEvent]]]:
         # The hot path of ingest: locals bound once, sealing and key hashing inlined
         # (measured: each saved call is ~0.3 µs per event at 50k+ events/s).
@@ -587,6 +596,24 @@ class Ledger(LedgerReader):
             if not eid or src == LEDGER_SOURCE:
                 raise RecordError(f"batch item {i}: " + ("the event has no id" if not eid else
                                                            f"source {LEDGER_SOURCE!r} is reserved for the ledger"))
+            pre = prepared[i] if prepared is not None else None
+            if pre is not None and keys is None:
+                # Made by a Sealer: add the seq, hash the leaf.
+                key = pre[0]
+                if key in recent or key in recent_old:
+                    raise _RecentKey("a recent event is sent again")
+                t = e.time
+                if t < tmin:
+                    tmin = t
+                if t > tmax:
+                    tmax = t
+                blob = record_bytes(seq, pre[2])
+                leaf = _sha256(b"\x00" + blob).digest()
+                rows.append((seq, key, src, eid, t, e.account, pre[1], blob, leaf))
+                leaves.append(leaf)
+                out.append(new_item(Appended, (seq, True)))
+                seq += 1
+                continue
             ident_b = (src + "\x00" + eid).encode()
             if keys is None:
                 # = key_probe(src, eid, time, 0), inlined
@@ -607,6 +634,16 @@ class Ledger(LedgerReader):
                     continue
                 key = k
                 seen[(src, eid)] = seq
+                if pre is not None:
+                    t = e.time
+                    tmin, tmax = min(tmin, t), max(tmax, t)
+                    blob = record_bytes(seq, pre[2])
+                    leaf = _sha256(b"\x00" + blob).digest()
+                    rows.append((seq, key, src, eid, t, e.account, pre[1], blob, leaf))
+                    leaves.append(leaf)
+                    out.append(new_item(Appended, (seq, True)))
+                    seq += 1
+                    continue
             pats = e.patients
             query = e.query
             if pats or query:

@@ -66,7 +66,7 @@ from sentinelle.detect import Alert, Engine, Settings, load_settings
 from sentinelle.errors import ConfigError, InputFormatError, SentinelleError
 from sentinelle.events import AccessEvent
 from sentinelle.ledger import Appended, Ledger
-from sentinelle.ledger.records import KIND_EVENT
+from sentinelle.ledger.records import KIND_EVENT, Prepared
 from sentinelle.respond import (
     AlertStore,
     CefChannel,
@@ -91,11 +91,11 @@ from sentinelle.service.config import (
 from sentinelle.service.decode import (
     Format,
     _Collect,
-    _decode_events,
     _decode_worker_main,
     _DecodeWorkers,
     _is_new,
     decode_body,
+    decoded_events,
 )
 from sentinelle.service.intake import (
     BusyError,
@@ -106,6 +106,7 @@ from sentinelle.service.intake import (
     _Metrics,
     _settle,
     _Snapshot,
+    prepared_of,
 )
 from sentinelle.service.tokens import Principal, TokenRegistry, hash_token, new_token
 from sentinelle.sources.listener import SyslogListener
@@ -264,7 +265,7 @@ class Service:
             workers = 1 if (os.cpu_count() or 1) >= 2 else 0
         if workers > 0:
             try:
-                self._pool = _DecodeWorkers(workers)
+                self._pool = _DecodeWorkers(workers, self.ledger.keyring)
             except OSError as exc:
                 log.warning("Decoding workers did not start (%s); decoding in threads.", type(exc).__name__)
                 self._pool = None
@@ -365,12 +366,13 @@ class Service:
                 continue
             c0 = time.thread_time()
             events = list(itertools.chain.from_iterable(it.events for it in items))
+            prepared, key_id = prepared_of(items)
             t0 = time.perf_counter()
             results: list[Appended] | None = None
             error: BaseException | None = None
             for attempt in range(3):
                 try:
-                    results = ledger.append_batch(events)
+                    results = ledger.append_batch(events, prepared, key_id)
                     break
                 except Exception as exc:  # a database failure: retried, then reported to the senders
                     error = exc
@@ -560,8 +562,8 @@ class Service:
                 if decoded.error:
                     result.error = decoded.error
                     continue
-                events = _decode_events(decoded.events) if decoded.count else []
-                pending += await self._queue(events, origin, "http")
+                events, prepared = decoded_events(decoded)
+                pending += await self._queue(events, origin, "http", prepared, decoded.key_id)
             return await self._finish(pending, collect, result)
         the_mapping = self.mapping(mapping) if fmt == "mapped" and mapping is not None else None
         try:
@@ -577,13 +579,16 @@ class Service:
         pending = await self._queue(events, origin, "http")
         return await self._finish(pending, collect, result)
 
-    async def _queue(self, events: list[AccessEvent], origin: str, channel: str
+    async def _queue(self, events: list[AccessEvent], origin: str, channel: str,
+                     prepared: list[Prepared] | None = None, key_id: str = ""
                      ) -> list[asyncio.Future[list[Appended]]]:
         out: list[asyncio.Future[list[Appended]]] = []
         step = self.config.intake.chunk_events
         for i in range(0, len(events), step):
             part = events[i:i + step]
-            fut = await self.intake.put(part, origin, wait=True)
+            fut = await self.intake.put(part, origin, wait=True,
+                                        prepared=prepared[i:i + step] if prepared is not None else None,
+                                        key_id=key_id)
             assert fut is not None
             out.append(fut)
         if events:

@@ -21,7 +21,9 @@ import msgspec
 
 from sentinelle.errors import InputFormatError, SentinelleError
 from sentinelle.events import AccessEvent
-from sentinelle.sources import atna, fhir_json, fhir_xml, mapped, syslog
+from sentinelle.ledger import Keyring
+from sentinelle.ledger.records import Prepared, Sealer
+from sentinelle.sources import atna, fhir_common, fhir_json, fhir_xml, mapped, syslog
 from sentinelle.sources.mapped import Mapping
 from sentinelle.sources.quarantine import Quarantine
 
@@ -61,10 +63,22 @@ class _Decoded(msgspec.Struct, array_like=True):
     rejects: list[tuple[str, str, bytes]]
     count: int
     error: str = ""
+    prepared: bytes = b""  # msgpack list[Prepared], one per event, when the worker seals
+    key_id: str = ""  # the key the prepared records are sealed with
 
 
 _encode_events = msgspec.msgpack.Encoder().encode
 _decode_events = msgspec.msgpack.Decoder(list[AccessEvent]).decode
+_decode_prepared = msgspec.msgpack.Decoder(list[tuple[int, str, bytes]]).decode
+
+
+def decoded_events(d: _Decoded) -> tuple[list[AccessEvent], list[Prepared] | None]:
+    """The events of a worker's answer, and their prepared records when it made them."""
+    if not d.count:
+        return [], None
+    events = _decode_events(d.events)
+    prepared = _decode_prepared(d.prepared) if d.prepared else None
+    return events, prepared if prepared is not None and len(prepared) == len(events) else None
 _mapping_cache: dict[str, Mapping] = {}
 #: `Appended.new` of a ledger result, as a C-level getter (summed over 10,000-event batches).
 _is_new = operator.itemgetter(1)
@@ -91,10 +105,12 @@ def _stamp(events: Iterable[AccessEvent], source: str, q: Quarantine, origin: st
 
 
 def decode_body(fmt: Format, body: bytes, origin: str, source: str, quarantine: Quarantine,
-                mapping: Mapping | None = None, first_line: int = 1) -> list[AccessEvent]:
+                mapping: Mapping | None = None, first_line: int = 1,
+                normaliser: fhir_common.Normaliser | None = None) -> list[AccessEvent]:
     """Access events of a request body in one of the intake formats; bad records to `quarantine`.
 
-    Raises `InputFormatError` when the body as a whole is not in the format.
+    Raises `InputFormatError` when the body as a whole is not in the format. NDJSON goes
+    through `normaliser` when given (one kept warm per source, stamping that source).
     """
     if fmt == "ndjson":
         lines = body.splitlines(keepends=True)
@@ -110,7 +126,7 @@ def decode_body(fmt: Format, body: bytes, origin: str, source: str, quarantine: 
                     quarantine.reject(origin, f"line {first_line + i}",
                                       f"invalid UTF-8: byte 0x{line[u.start]:02x} at offset {u.start}", line)
                 lines[i] = b"\n"
-        events: Iterable[AccessEvent] = fhir_json.read_lines(lines, origin, quarantine, first_line)
+        events: Iterable[AccessEvent] = fhir_json.read_lines(lines, origin, quarantine, first_line, normaliser)
     elif fmt == "fhir-json":
         events = fhir_json.read(io.BytesIO(body), origin, quarantine)
     elif fmt == "fhir-xml":
@@ -126,14 +142,38 @@ def decode_body(fmt: Format, body: bytes, origin: str, source: str, quarantine: 
     return list(_stamp(events, source, quarantine, origin))
 
 
-def _decode_in_worker(body: bytes, origin: str, source: str, first_line: int) -> _Decoded:
-    """NDJSON decoding in a worker process: events come back msgpack-encoded (2 µs each to decode)."""
+#: A worker's normalisers, one per source: their memo tables stay warm from one request
+#: to the next (a sender's agents and sessions repeat), and they stamp the source.
+_normalisers: dict[str, fhir_common.Normaliser] = {}
+
+
+def _normaliser(source: str) -> fhir_common.Normaliser:
+    found = _normalisers.get(source)
+    if found is None:
+        if len(_normalisers) >= 64:
+            _normalisers.clear()
+        found = _normalisers[source] = fhir_common.Normaliser(source)
+    return found
+
+
+def _decode_in_worker(body: bytes, origin: str, source: str, first_line: int, warm: bool = True,
+                      sealer: Sealer | None = None) -> _Decoded:
+    """NDJSON decoding in a worker process: events come back msgpack-encoded (2 µs each to decode).
+
+    `warm` uses the process's shared normalisers: only in a worker's single thread (a
+    normaliser is not for concurrent use), not when the service decodes a piece itself.
+    With a `sealer`, the events' ledger records come back made, for the writer to number.
+    """
     q = _Collect()
     try:
-        events = decode_body("ndjson", body, origin, source, q, first_line=first_line)
+        events = decode_body("ndjson", body, origin, source, q, first_line=first_line,
+                             normaliser=_normaliser(source) if warm else None)
     except SentinelleError as exc:
         return _Decoded(b"", q.raws, 0, str(exc))
-    return _Decoded(_encode_events(events), q.raws, len(events))
+    if sealer is None or not events:
+        return _Decoded(_encode_events(events), q.raws, len(events))
+    return _Decoded(_encode_events(events), q.raws, len(events), "", _encode_events(sealer.prepare(events)),
+                    sealer.key_id)
 
 
 class _Task(msgspec.Struct, array_like=True):
@@ -164,11 +204,16 @@ def _receive(pipe: Any) -> bytes | None:
 
 
 def _decode_worker_main() -> None:
-    """A decoding worker: tasks on stdin, answers on stdout, until stdin closes."""
+    """A decoding worker: the keyring (or nothing) first, then tasks on stdin, answers on stdout."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    keys = _receive(stdin)
+    if keys is None:
+        return
+    sealer = Sealer(Keyring.from_json(keys, "the service's keyring")) if keys else None
     while (payload := _receive(stdin)) is not None:
         task = _decode_task(payload)
-        _send(stdout, _encode_msg(_decode_in_worker(task.body, task.origin, task.source, task.first_line)))
+        _send(stdout, _encode_msg(_decode_in_worker(task.body, task.origin, task.source, task.first_line,
+                                                    sealer=sealer)))
 
 
 class _DecodeWorkers:
@@ -180,7 +225,10 @@ class _DecodeWorkers:
     decoded in the service itself: a broken worker costs speed, never events.
     """
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, keyring: Keyring | None = None) -> None:
+        # The workers seal records with the ledger's keys: given through their stdin, never
+        # their environment or command line (which other local users could read).
+        self._keys = keyring.to_json() if keyring is not None else b""
         self._idle: queue.Queue[subprocess.Popen[bytes]] = queue.Queue()
         self._all: list[subprocess.Popen[bytes]] = []
         for _ in range(n):
@@ -189,8 +237,7 @@ class _DecodeWorkers:
             self._idle.put(proc)
         self._threads = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="sentinelle-decode-io")
 
-    @staticmethod
-    def _spawn() -> subprocess.Popen[bytes]:
+    def _spawn(self) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -202,6 +249,7 @@ class _DecodeWorkers:
         for pipe in (proc.stdin, proc.stdout):
             with contextlib.suppress(OSError, AttributeError):
                 fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)  # type: ignore[union-attr]
+        _send(proc.stdin, self._keys)
         return proc
 
     def _call(self, task: _Task) -> _Decoded:
@@ -220,7 +268,7 @@ class _DecodeWorkers:
             proc = self._spawn()
             self._all.append(proc)
             self._idle.put(proc)
-            return _decode_in_worker(task.body, task.origin, task.source, task.first_line)
+            return _decode_in_worker(task.body, task.origin, task.source, task.first_line, warm=False)
         self._idle.put(proc)
         return _decode_answer(answer)
 

@@ -16,6 +16,7 @@ import msgspec
 from sentinelle.errors import SentinelleError
 from sentinelle.events import AccessEvent
 from sentinelle.ledger import Appended
+from sentinelle.ledger.records import Prepared
 
 log = logging.getLogger("sentinelle.service")
 
@@ -41,14 +42,16 @@ class ClosingError(SentinelleError):
 
 
 class _Item:
-    __slots__ = ("events", "future", "loop", "origin", "t0")
+    __slots__ = ("events", "future", "key_id", "loop", "origin", "prepared", "t0")
 
     def __init__(self, events: list[AccessEvent], future: Any, loop: asyncio.AbstractEventLoop | None,
-                 origin: str) -> None:
+                 origin: str, prepared: list[Prepared] | None = None, key_id: str = "") -> None:
         self.events = events
         self.future = future  # asyncio.Future (loop set), concurrent.futures.Future, or None
         self.loop = loop
         self.origin = origin
+        self.prepared = prepared  # the events' records made by a decoding worker's Sealer
+        self.key_id = key_id
         self.t0 = time.monotonic()
 
 
@@ -74,8 +77,12 @@ class IntakeQueue:
         return self.depth == 0 or self.depth + n <= self.capacity
 
     async def put(self, events: list[AccessEvent], origin: str, *, wait: bool = True,
-                  track: bool = True) -> asyncio.Future[list[Appended]] | None:
-        """Queue events (waiting for room when `wait`); returns a future of their ledger results."""
+                  track: bool = True, prepared: list[Prepared] | None = None,
+                  key_id: str = "") -> asyncio.Future[list[Appended]] | None:
+        """Queue events (waiting for room when `wait`); returns a future of their ledger results.
+
+        `prepared`: their records made in advance by a `Sealer` with key `key_id`.
+        """
         loop = asyncio.get_running_loop()
         n = len(events)
         while True:
@@ -84,7 +91,7 @@ class IntakeQueue:
                     raise ClosingError("the service is stopping")
                 if self._fits(n):
                     fut: asyncio.Future[list[Appended]] | None = loop.create_future() if track else None
-                    self._push(_Item(events, fut, loop, origin))
+                    self._push(_Item(events, fut, loop, origin, prepared, key_id))
                     self.depth += n
                     self._cond.notify_all()
                     return fut
@@ -151,6 +158,20 @@ class IntakeQueue:
         for loop, fut in waiters:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_wake, fut)
+
+
+def prepared_of(items: list[_Item]) -> tuple[list[Prepared | None] | None, str]:
+    """The prepared records of a batch of items, per event (None where an item has none), and their key."""
+    keyed = [it for it in items if it.prepared is not None]
+    if not keyed or len({it.key_id for it in keyed}) != 1:
+        return None, ""
+    out: list[Prepared | None] = []
+    for it in items:
+        if it.prepared is not None:
+            out.extend(it.prepared)
+        else:
+            out.extend([None] * len(it.events))
+    return out, keyed[0].key_id
 
 
 def _wake(fut: asyncio.Future[None]) -> None:

@@ -1176,7 +1176,7 @@ class _Context(Struct, gc=False):
 _NO_CONTEXT = _Context("", "", "", "", "", "", "", "", None, "", "", "", "no context")
 
 
-def _context(actors: Actors, kind: Kind, purpose: str, outcome: str) -> _Context:
+def _context(actors: Actors, kind: Kind, purpose: str, outcome: str, source: str = "") -> _Context:
     """Resolve what does not depend on the entities: final action, address, purpose."""
     action = kind.action
     if action is not None and kind.login and outcome != Outcome.SUCCESS and action == Action.LOGIN:
@@ -1189,7 +1189,7 @@ def _context(actors: Actors, kind: Kind, purpose: str, outcome: str) -> _Context
         actors.account,
         actors.actor_kind,
         actors.client,
-        actors.source,
+        source or actors.source,
         actors.auth,
         actors.session,
         purpose,
@@ -1214,10 +1214,13 @@ class Normaliser:
     """Turns decoded AuditEvents into `AccessEvent`s, memoising repeated parts.
 
     One instance per input stream; the memo tables are bounded and simply cleared when
-    full, so memory stays flat whatever the size of the input.
+    full, so memory stays flat whatever the size of the input. `source`, when given,
+    names the source system of every event instead of what the events say (the service
+    stamps the name bound to the sender's token), at no cost per event.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, source: str = "") -> None:
+        self.source = source
         self._contexts: dict[tuple[bytes, str | None, str | None], _Context] = {}
         self._agents: dict[bytes, AgentFacts] = {}
         self._sources: dict[bytes, SourceFacts] = {}
@@ -1238,6 +1241,7 @@ class Normaliser:
             kind_of(ev.type, ev.subtype, ev.category, ev.code, ev.action),
             _purpose_of(ev.purposeOfEvent) or _purpose_of(ev.authorization),
             outcome_of(ev.outcome, ev.outcomeDesc),
+            self.source,
         )
         return _finish(ev.id or fallback_id, _time_text(ev), ctx, ev.entity, ev.patient)
 
@@ -1362,7 +1366,7 @@ class Normaliser:
                 _purpose_of(_dec_codings.decode(ev.authorization) if ev.authorization else None)
             )
         outcome = _dec_outcome.decode(ev.outcome) if ev.outcome else None
-        return _context(actors, kind, purpose, outcome_of(outcome, ev.outcomeDesc))
+        return _context(actors, kind, purpose, outcome_of(outcome, ev.outcomeDesc), self.source)
 
 
 def _finish(

@@ -23,7 +23,15 @@ from sentinelle.ledger import (
     SigningKey,
     verify,
 )
-from sentinelle.ledger.records import event_key, key_probe
+from sentinelle.ledger.records import (
+    FORMAT_VERSION,
+    Prepared,
+    Sealer,
+    decode_record,
+    event_key,
+    key_probe,
+    record_bytes,
+)
 
 DAY = 86_400_000
 
@@ -312,3 +320,45 @@ def test_readers_do_not_create_a_ledger(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match="no ledger file"):
         LedgerReader.open(url)
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_records_prepared_by_a_sealer_are_those_the_writer_makes(url: str, keyring: Keyring,
+                                                                  signing_key: SigningKey) -> None:
+    """A Sealer (the decoding workers') prepares records the writer only numbers and hashes."""
+    events = make_events(300)
+    sealer = Sealer(keyring)
+    with open_ledger(url, keyring, signing_key) as ledger:
+        ledger.append_batch(events[:100])  # the writer's own path
+        prepared: list[Prepared | None] = list(sealer.prepare(events[100:250]))
+        prepared[7] = None  # an event without a prepared record, in the same batch
+        assert all(a.new for a in ledger.append_batch(events[100:250], prepared, sealer.key_id))
+        # Re-sends through the prepared path are found, recent or not, and new ones stored.
+        again = ledger.append_batch(events[240:260], sealer.prepare(events[240:260]), sealer.key_id)
+        assert again == [Appended(i, False) for i in range(240, 250)] + [Appended(i, True) for i in range(250, 260)]
+        old = ledger.append_batch([events[5], events[260]], sealer.prepare([events[5], events[260]]),
+                                  sealer.key_id)
+        assert old == [Appended(5, False), Appended(260, True)]
+        # Prepared under another key (rotated since): ignored, the writer seals itself.
+        stale = ledger.append_batch(events[261:300], sealer.prepare(events[261:300]), "an-old-key")
+        assert all(a.new for a in stale) and ledger.size == 300
+    assert verify(url).ok
+    with LedgerReader.open(url, keyring) as reader:
+        stored = list(reader.events())
+        assert [s.event for s in stored] == events
+        # Same pseudonyms either way; sealer nonces never look like the writer's (seq first).
+        by_patient = {e.patients: s.pseudonyms for e, s in zip(events[:100], stored[:100], strict=True)}
+        assert all(by_patient.get(e.patients, s.pseudonyms) == s.pseudonyms
+                   for e, s in zip(events[100:250], stored[100:250], strict=True))
+        records = dict(reader.records(0, 300))
+        assert records[150] is not None and records[150].nonce[0] & 0x80
+        assert records[50] is not None and not records[50].nonce[0] & 0x80
+        assert records[107] is not None and not records[107].nonce[0] & 0x80  # the one left to the writer
+
+
+def test_record_bytes_of_a_prepared_tail_equal_the_encoded_record(keyring: Keyring) -> None:
+    event = make_events(1)[0]
+    ((key, patients, tail),) = Sealer(keyring).prepare([event])
+    record = decode_record(record_bytes(123_456_789, tail))
+    assert record.seq == 123_456_789 and record.v == FORMAT_VERSION and record.id == event.id
+    assert msgspec.msgpack.encode(record) == record_bytes(123_456_789, tail)
+    assert key == event_key(event.source, event.id, event.time) and patients == " ".join(record.patients)

@@ -248,3 +248,35 @@ def test_json_lines_through_the_gateway_mapping(svc: Service, client: httpx.Clie
     assert r.json()["issue"][1]["location"] == ["line 4"]
     got = stored(svc)
     assert all(("dpi-main", f"gw-{i}") in got for i in range(3))  # the token names the source
+
+
+def test_large_bulk_goes_through_the_decoding_workers_which_seal_the_records(tmp_path: Path) -> None:
+    """Bodies over 256 KB are cut into pieces decoded by worker processes that also make the
+    ledger records (pseudonyms, sealing); the ledger verifies and reveals what was sent."""
+    from sentinelle.ledger import verify
+
+    n = 3_000
+    lines = [json.dumps(audit_event(i, patient=f"Patient/w{i % 700}", account=f"user{i % 9}",
+                                    event_id=f"w-{i}")).encode() for i in range(n)]
+    lines[1_234] = b'{"resourceType": "AuditEvent", "id": "broken"'  # truncated: line 1235
+    body = b"\n".join(lines) + b"\n"
+    assert len(body) > 256 << 10
+    with running(tmp_path, intake={"decode_workers": 1}) as svc, \
+            httpx.Client(base_url=svc.url, timeout=60) as c:
+        assert svc._pool is not None
+        r = c.post("/fhir/AuditEvent/$bulk", content=body, headers=NDJSON)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-sentinelle-accepted"] == str(n - 1) and r.headers["x-sentinelle-new"] == str(n - 1)
+        issues = r.json()["issue"]
+        assert any("line 1235" in json.dumps(i) for i in issues), issues
+        again = c.post("/fhir/AuditEvent/$bulk", content=body, headers=NDJSON)
+        assert again.headers["x-sentinelle-new"] == "0"
+        url, key_dir = svc.config.ledger.url, svc.config.ledger.key_dir
+    assert verify(url).ok
+    with LedgerReader.open(url, load_keyring(key_dir=key_dir)) as reader:
+        stored = {s.event.id: s for s in reader.events() if s.event.id.startswith("w-")}
+        assert len(stored) == n - 1
+        assert stored["w-42"].event.patients == ("Patient/w42",) and stored["w-42"].event.source == "dpi-main"
+        assert stored["w-42"].pseudonyms == (reader.pseudonym("Patient/w42"),)
+        records = [r for _, r in reader.records() if r is not None and r.id.startswith("w-")]
+        assert records and all(r.nonce[0] & 0x80 for r in records)  # sealed in the workers
