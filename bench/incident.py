@@ -17,6 +17,7 @@ summary) against the generated truth, then Art. 34 letters (PDF) per second.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import tempfile
@@ -124,13 +125,11 @@ def bench_append(ring: Keyring, n: int = 300_000) -> float:
     return n / took
 
 
-def bench_letters(n: int) -> float:
-    """Letters (PDF, one per person) generated per second."""
-    try:
-        from sentinelle.incident.letters import benchmark_letters
-    except ImportError:
-        return float("nan")
-    return benchmark_letters(n)
+def bench_letters(n: int, workers: int = 1) -> float:
+    """Letters (PDF, one per person) generated per second by `workers` processes."""
+    from sentinelle.incident.letters import benchmark_letters
+
+    return benchmark_letters(n, workers=workers)
 
 
 def main() -> None:
@@ -182,7 +181,12 @@ def main() -> None:
               f"{time.perf_counter() - t:.2f} s", flush=True)
         print(f"index append (the ledger hook's cost): {bench_append(ring):,.0f} events/s", flush=True)
         rate = bench_letters(args.letters)
-        print(f"letters: {rate:,.1f} PDF letters per second (one process)")
+        print(f"letters: {rate:,.1f} PDF letters per second (one process, the reference)")
+        cpus = os.cpu_count() or 1
+        if cpus > 1:
+            par = bench_letters(args.letters, cpus)
+            print(f"letters: {par:,.1f} PDF letters per second ({cpus} processes, as write_letters does): "
+                  f"{par / rate:.2f} x the one-process rate")
         print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
     finally:
         if tmp is not None:

@@ -16,10 +16,13 @@ are not persons. Names go into the letters and the CSV, never into logs.
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import html as html_mod
 import io
 import logging
+import multiprocessing
+import os
 import re
 import smtplib
 import time
@@ -76,7 +79,8 @@ class LetterRun(msgspec.Struct, kw_only=True):
     no_address: int = 0
     decoys_skipped: int = 0
     files: list[str] = msgspec.field(default_factory=list)
-    print_file: str = ""
+    print_file: str = ""  # the first (usually the only) merged print file
+    print_files: list[str] = msgspec.field(default_factory=list)
     csv_file: str = ""
     seconds: float = 0.0
 
@@ -143,17 +147,34 @@ def _lang_of(entry: PatientEntry, default: str) -> str:
     return entry.language if entry.language in ("fr", "en") else default
 
 
+#: Letters per merged print file. A printing house takes batches, and a breach of
+#: hundreds of thousands of persons must not hold every PDF in memory to merge them.
+PRINT_BATCH = 2_000
+#: Persons laid out per round of the worker pool (bounds the PDFs in flight).
+_ROUND = 256
+#: Below this many letters the PDFs are made in this process (starting workers costs ~1 s).
+_POOL_MIN = 64
+
+
+def _pdf_of(job: tuple[str, str, str]) -> bytes:
+    """One letter's PDF (in a worker process: module-level, so it pickles)."""
+    doc, title, footer = job
+    return html_to_pdf(doc, title=title, footer=footer)
+
+
 def write_letters(scope: Scope, directory: Directory, incident: Incident, establishment: Establishment,
                   out_dir: str | Path, *, now: int, lang: str = "fr", pdf: bool = True, merged: bool = True,
                   csv_file: bool = True, html: bool = False, progress: Progress | None = None,
                   templates: str | Path | None = None, per_person_language: bool = True,
-                  limit: int | None = None) -> LetterRun:
+                  limit: int | None = None, workers: int | None = None) -> LetterRun:
     """Write the letters of a scope: `letter-<id>.pdf` per person, `letters-print.pdf`, `mail-merge.csv`.
 
     A person's own language (Patient.communication) wins over `lang` when
     `per_person_language`. Persons without a directory entry or postal address are
     counted in `no_address` and listed in the CSV without a letter file. `limit` stops
-    after that many persons (a proof run before printing everything).
+    after that many persons (a proof run before printing everything). PDFs are laid out
+    by `workers` processes (default: one per CPU) when there are many; the print file
+    is cut into `letters-print-0001.pdf`, ... of `PRINT_BATCH` letters beyond that many.
     """
     check_lang(lang)
     started = time.perf_counter()
@@ -162,53 +183,96 @@ def write_letters(scope: Scope, directory: Directory, incident: Incident, establ
     run = LetterRun()
     kind = letter_kind(incident, scope.summary)
     total = len(scope)
-    pdfs: list[bytes] = []
-    rows: list[list[str]] = []
-    done = 0
     if limit is not None:
         total = min(total, limit)
-    for exp, entry in recipients(scope, directory):
-        if limit is not None and done >= limit:
-            break
-        done += 1
-        if entry is None:
-            run.no_address += 1
-            rows.append([exp.ref, "", "", "", "", "", "", "", "", "", "", ";".join(exp.categories), "", "", "",
-                         str(exp.first), str(exp.last), ""])
-            if progress is not None:
-                progress(done, total)
-            continue
-        lg = _lang_of(entry, lang) if per_person_language else lang
-        doc = letter_html(entry, exp, incident, establishment, now=now, lang=lg, kind=kind, templates=templates)
-        name = ""
-        if pdf:
-            data = html_to_pdf(doc, title=f"{establishment.name} – {incident.id}",
-                               footer=f"{establishment.name} – {incident.id}")
-            name = f"letter-{_safe(entry.id)}.pdf"
-            (out / name).write_bytes(data)
-            run.files.append(name)
-            if merged:
-                pdfs.append(data)
-        if html:
-            (out / f"letter-{_safe(entry.id)}.html").write_text(doc, encoding="utf-8")
-        if not entry.line and not entry.postal_code:
-            run.no_address += 1
-        run.letters += 1
-        person = _Person(entry, lg)
-        rows.append([
-            exp.ref, person.display_name, entry.given, entry.family, entry.line, entry.postal_code, entry.city,
-            entry.country, entry.emails[0] if entry.emails else "", entry.phones[0] if entry.phones else "", lg,
-            ";".join(exp.categories), " ; ".join(CATEGORY_LABELS[c][lg] for c in exp.categories),
-            "yes" if exp.mask & HEALTH_CATEGORIES else "no", "yes" if "national_id" in exp.categories else "no",
-            fmt_datetime(exp.first, lg, establishment.timezone, date_only=True),
-            fmt_datetime(exp.last, lg, establishment.timezone, date_only=True), name,
-        ])
-        if progress is not None:
-            progress(done, total)
+    rows: list[list[str]] = []
+    title = f"{establishment.name} – {incident.id}"
+    n_workers = workers if workers is not None else (os.cpu_count() or 1)
+    pool = None
+    if pdf and n_workers > 1 and total >= _POOL_MIN:
+        pool = concurrent.futures.ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"))
+    batch: list[bytes] = []
+    single_print = total <= PRINT_BATCH
+
+    def flush_print(final: bool) -> None:
+        if not batch or not (final or len(batch) >= PRINT_BATCH):
+            return
+        name = "letters-print.pdf" if single_print else f"letters-print-{len(run.print_files) + 1:04d}.pdf"
+        (out / name).write_bytes(merge_pdfs(batch))
+        run.print_files.append(name)
+        run.print_file = run.print_files[0]
+        batch.clear()
+
+    done = 0
+    people = recipients(scope, directory)
+    try:
+        while limit is None or done < limit:
+            chunk: list[tuple[PatientExposure, PatientEntry | None]] = []
+            for item in people:
+                chunk.append(item)
+                if len(chunk) >= _ROUND or (limit is not None and done + len(chunk) >= limit):
+                    break
+            if not chunk:
+                break
+            docs: list[tuple[str, str] | None] = []
+            for exp, entry in chunk:
+                if entry is None:
+                    docs.append(None)
+                    continue
+                lg = _lang_of(entry, lang) if per_person_language else lang
+                docs.append((letter_html(entry, exp, incident, establishment, now=now, lang=lg, kind=kind,
+                                         templates=templates), lg))
+            jobs = [(d[0], title, title) for d in docs if d is not None]
+            if not pdf:
+                pdfs: list[bytes] = []
+            elif pool is not None:
+                pdfs = list(pool.map(_pdf_of, jobs, chunksize=4))
+            else:
+                pdfs = [_pdf_of(j) for j in jobs]
+            k = 0
+            for (exp, entry), d in zip(chunk, docs, strict=True):
+                done += 1
+                if entry is None or d is None:
+                    run.no_address += 1
+                    rows.append([exp.ref, "", "", "", "", "", "", "", "", "", "", ";".join(exp.categories), "", "",
+                                 "", str(exp.first), str(exp.last), ""])
+                    if progress is not None:
+                        progress(done, total)
+                    continue
+                doc, lg = d
+                name = ""
+                if pdf:
+                    data = pdfs[k]
+                    k += 1
+                    name = f"letter-{_safe(entry.id)}.pdf"
+                    (out / name).write_bytes(data)
+                    run.files.append(name)
+                    if merged:
+                        batch.append(data)
+                        flush_print(False)
+                if html:
+                    (out / f"letter-{_safe(entry.id)}.html").write_text(doc, encoding="utf-8")
+                if not entry.line and not entry.postal_code:
+                    run.no_address += 1
+                run.letters += 1
+                person = _Person(entry, lg)
+                rows.append([
+                    exp.ref, person.display_name, entry.given, entry.family, entry.line, entry.postal_code,
+                    entry.city, entry.country, entry.emails[0] if entry.emails else "",
+                    entry.phones[0] if entry.phones else "", lg,
+                    ";".join(exp.categories), " ; ".join(CATEGORY_LABELS[c][lg] for c in exp.categories),
+                    "yes" if exp.mask & HEALTH_CATEGORIES else "no", "yes" if "national_id" in exp.categories else "no",
+                    fmt_datetime(exp.first, lg, establishment.timezone, date_only=True),
+                    fmt_datetime(exp.last, lg, establishment.timezone, date_only=True), name,
+                ])
+                if progress is not None:
+                    progress(done, total)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     run.decoys_skipped = 0 if limit is not None else total - done
-    if merged and pdfs:
-        (out / "letters-print.pdf").write_bytes(merge_pdfs(pdfs))
-        run.print_file = "letters-print.pdf"
+    if merged:
+        flush_print(True)
     if csv_file:
         with (out / "mail-merge.csv").open("w", newline="", encoding="utf-8-sig") as f:
             w = csv.writer(f)
@@ -342,10 +406,8 @@ def _connect(s: SmtpSettings) -> smtplib.SMTP:
     return conn
 
 
-def benchmark_letters(n: int = 200, lang: str = "fr") -> float:
-    """PDF letters per second (one process) on made-up persons: the bench's second figure."""
-    import numpy as np
-
+def benchmark_letters(n: int = 200, lang: str = "fr", workers: int = 1) -> float:
+    """PDF letters per second on made-up persons, laid out by `workers` processes as `write_letters` does."""
     from sentinelle.events import category_mask
 
     est = Establishment(name="Centre hospitalier Sentinelle", address="1 rue de l'Hôpital, 75000 Paris",
@@ -355,12 +417,20 @@ def benchmark_letters(n: int = 200, lang: str = "fr") -> float:
     people = [PatientEntry(id=str(i), family=f"Martin{i}", given="Claire", gender="female", line=f"{i} rue Victor Hugo",
                            postal_code="75011", city="Paris", emails=(f"c{i}@example.fr",)) for i in range(n)]
     mask = category_mask(["identity", "contact", "allergy", "prescription"])
-    started = time.perf_counter()
-    for p in people:
-        exp = PatientExposure(p.ref, mask, 3, 1_737_900_000_000, 1_737_990_000_000)
-        html_to_pdf(letter_html(p, exp, inc, est, now=1_738_100_000_000, lang=lang), title="bench")
-    _ = np
-    return n / (time.perf_counter() - started)
+    pool = (concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            if workers > 1 else None)
+    try:
+        if pool is not None:
+            list(pool.map(_pdf_of, [("<p>warm-up</p>", "w", "w")] * workers))  # start the workers first
+        started = time.perf_counter()
+        jobs = [(letter_html(p, PatientExposure(p.ref, mask, 3, 1_737_900_000_000, 1_737_990_000_000), inc, est,
+                             now=1_738_100_000_000, lang=lang), "bench", "bench") for p in people]
+        pdfs = list(pool.map(_pdf_of, jobs, chunksize=4)) if pool is not None else [_pdf_of(j) for j in jobs]
+        assert len(pdfs) == n
+        return n / (time.perf_counter() - started)
+    finally:
+        if pool is not None:
+            pool.shutdown()
 
 
 def read_csv_rows(data: str) -> list[dict[str, str]]:

@@ -221,3 +221,26 @@ def test_notification_and_letters_and_emails(hospital: Hospital, ledger: Any, tm
     html = timeline_html(store.get(inc2.id), entries, EST, now=now)
     assert "Premier accès du compte " + str(dormant["account"]) in html and "Compte désactivé (RSSI)" in html
     assert "Chronologie" in pdf_text(document_pdf(html, "timeline"))
+
+
+def test_many_letters_are_laid_out_by_worker_processes_in_print_batches(
+        hospital: Hospital, ledger: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large scope: PDFs made by a pool of processes, in file order, and print files of PRINT_BATCH letters."""
+    from sentinelle.incident import letters
+
+    led, idx = ledger
+    mediboard = next(a for a in hospital.attacks if a["kind"] == "privileged_app_bulk")
+    inc = _incident(mediboard)
+    scope = compute_scope(idx.view(led), inc.selectors, hospital.context)
+    monkeypatch.setattr(letters, "PRINT_BATCH", 30)
+    run = write_letters(scope, hospital.directory, inc, EST, tmp_path, now=inc.aware, limit=70, workers=2)
+    assert run.letters + run.no_address >= 66 and run.print_files == [
+        f"letters-print-{i:04d}.pdf" for i in range(1, 1 + -(-run.letters // 30))]
+    pages = [len(PdfReader(io.BytesIO((tmp_path / f).read_bytes())).pages) for f in run.print_files]
+    assert sum(pages) >= run.letters and all(p >= 30 for p in pages[:-1])
+    # The nth file is the nth person's letter, as the single-process run writes it.
+    rows = (tmp_path / "mail-merge.csv").read_text(encoding="utf-8-sig").splitlines()[1:]
+    last = [r for r in rows if r.endswith(".pdf")][-1]
+    ref, name = last.split(",")[0], last.split(",")[-1]
+    person = hospital.directory.patient(ref)
+    assert person is not None and person.family.upper() in pdf_text((tmp_path / name).read_bytes())
