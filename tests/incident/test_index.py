@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -95,3 +96,51 @@ def test_keys_and_writers_are_checked(tmp_path: Path) -> None:
     blob = b"".join(p.read_bytes() for p in (tmp_path / "i").glob("vault-*.bin"))
     assert b"Patient/" not in blob
     assert os.stat(tmp_path / "i").st_mode & 0o077 == 0
+
+
+def test_the_bulk_column_path_gives_the_scope_the_ledger_hook_gives(tmp_path: Path) -> None:
+    """`add_columns` (how bench/incident.py writes 20 million rows) stores what `add` stores."""
+    from sentinelle.ledger.records import Protector
+
+    ring = Keyring.generate()
+    evs = events(600)
+    led = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}", ring, signing_key=SigningKey.generate())
+    hooked = ScopeIndex.open(tmp_path / "hooked", ring, write=True, flush_rows=100)
+    hooked.attach(led)
+    led.append_batch(evs)
+    hooked.close()
+    led.close()
+    protector = Protector(ring)
+    refs = sorted({p for e in evs for p in e.patients})
+    pks = np.array([pk_of_pseudonym(protector.pseudonym(r)) for r in refs], dtype=np.int64)
+    values: dict[str, list[str]] = {"account": [], "client": [], "address": [], "action": [], "outcome": [],
+                                    "actor_kind": [], "auth": []}
+    codes: dict[str, dict[str, int]] = {k: {} for k in values}
+
+    def code(col: str, v: str) -> int:
+        if v not in codes[col]:
+            codes[col][v] = len(values[col])
+            values[col].append(v)
+        return codes[col][v]
+
+    rows = [(seq, e, p) for seq, e in enumerate(evs) for p in (e.patients or ("",))]
+    cols = {
+        "seq": np.array([s for s, _, _ in rows]), "time": np.array([e.time for _, e, _ in rows]),
+        "pk": np.array([pks[refs.index(p)] if p else 0 for _, _, p in rows]),
+        "categories": np.array([e.categories for _, e, _ in rows]),
+        **{c: np.array([code(c, getattr(e, c)) for _, e, _ in rows])
+           for c in ("account", "client", "address", "action", "outcome", "actor_kind", "auth")},
+    }
+    bulk = ScopeIndex.open(tmp_path / "bulk", ring, write=True)
+    bulk.add_columns(cols, values, (pks, refs))
+    bulk.close()
+    with LedgerReader.open(f"sqlite:///{tmp_path / 'l.db'}", ring) as reader:
+        a_view = ScopeIndex.open(tmp_path / "hooked", ring).view(reader)
+        b_view = ScopeIndex.open(tmp_path / "bulk", ring).view()
+        for sel in ([Selector(accounts=("u1",))], [Selector(addresses=("10.0.1.0/24",), start=T0 + 60_000 * 100)],
+                    [Selector(accounts=("u2",), end=T0 + 60_000 * 300)]):
+            a, b = compute_scope(a_view, sel), compute_scope(b_view, sel)
+            same_time = msgspec.structs.replace(b.summary, computed=a.summary.computed)
+            assert a.summary.patients > 0 and a.summary == same_time
+            assert {(e.ref, e.mask, e.events, e.first, e.last) for e in a.exposures()} == {
+                (e.ref, e.mask, e.events, e.first, e.last) for e in b.exposures()}
