@@ -38,8 +38,11 @@ __all__ = [
     "Sealer",
     "decode_record",
     "event_key",
+    "event_key_of",
     "key_probe",
     "record_bytes",
+    "record_tail",
+    "seal_fields",
 ]
 
 FORMAT_VERSION = 1
@@ -212,6 +215,35 @@ def record_bytes(seq: int, tail: bytes) -> bytes:
     return _RECORD_HEAD + _encode(seq) + tail
 
 
+def event_key_of(ident: bytes, time_ms: int) -> int:
+    """`key_probe(source, id, time, 0)` from the encoded `source NUL id` (the hot paths have it)."""
+    return ((time_ms // HOUR_MS) & 0x7FFFFF if time_ms > 0 else 0) << 40 | int.from_bytes(
+        hashlib.blake2b(ident, digest_size=5).digest(), "big")
+
+
+def seal_fields(protector: Protector, e: AccessEvent, ident: bytes, nonce: bytes
+                ) -> tuple[tuple[str, ...], str, bytes, bytes]:
+    """(pseudonyms, key id, nonce, ciphertext) of an event's patients and query; all empty without any.
+
+    The associated data `ident` (`source NUL id`) binds the ciphertext to its record.
+    """
+    pats = e.patients
+    query = e.query
+    if not pats and not query:
+        return (), "", b"", b""
+    get = protector._cache.get
+    pseud = tuple([get(r) or protector.pseudonym(r) for r in pats])
+    return pseud, protector.current, nonce, protector._current_aead.encrypt(nonce, _encode((pats, query)), ident)
+
+
+def record_tail(e: AccessEvent, sealed: tuple[tuple[str, ...], str, bytes, bytes]) -> bytes:
+    """The encoded fields of an event's record after `seq` (see `record_bytes`)."""
+    pseud, key_id, nonce, box = sealed
+    # The 19 fields after seq, as an array16 (3-byte header) whose header is cut.
+    return _encode((KIND_EVENT, e.source, e.id, e.time, e.account, e.action, e.actor_kind, e.outcome, pseud,
+                    e.categories, e.client, e.address, e.session, e.auth, e.purpose, key_id, nonce, box, ""))[3:]
+
+
 class Sealer:
     """Prepares events' records outside the ledger writer: pseudonyms, sealing, encoding.
 
@@ -237,41 +269,13 @@ class Sealer:
     def prepare(self, events: list[AccessEvent]) -> list[Prepared]:
         """One `Prepared` per event, in order (events must have an id)."""
         protect = self.protector
-        pseudo_get = protect._cache.get
-        pseudonym = protect.pseudonym
-        encrypt = protect._current_aead.encrypt
-        kid = self.key_id
         prefix = self._prefix
         counter = self._counter
-        blake = hashlib.blake2b
-        from_bytes = int.from_bytes
         out: list[Prepared] = []
         for e in events:
-            src = e.source
-            eid = e.id
-            ident_b = (src + "\x00" + eid).encode()
-            t = e.time
-            # = key_probe(src, eid, t, 0), inlined
-            key = ((t // HOUR_MS) & 0x7FFFFF if t > 0 else 0) << 40 | from_bytes(
-                blake(ident_b, digest_size=5).digest(), "big")
-            pats = e.patients
-            query = e.query
-            if pats or query:
-                if len(pats) == 1:
-                    ref = pats[0]
-                    pseud: tuple[str, ...] = (pseudo_get(ref) or pseudonym(ref),)
-                else:
-                    pseud = tuple([pseudo_get(r) or pseudonym(r) for r in pats])
-                counter += 1
-                nonce = prefix + counter.to_bytes(6, "big")
-                sealed = encrypt(nonce, _encode((pats, query)), ident_b)
-                k_id = kid
-            else:
-                pseud, nonce, sealed, k_id = (), b"", b"", ""
-            # The 19 fields after seq, as an array16 (3-byte header) whose header is cut.
-            tail = _encode((KIND_EVENT, src, eid, t, e.account, e.action, e.actor_kind, e.outcome, pseud,
-                            e.categories, e.client, e.address, e.session, e.auth, e.purpose, k_id, nonce,
-                            sealed, ""))[3:]
-            out.append((key, " ".join(pseud), tail))
+            ident = (e.source + "\x00" + e.id).encode()
+            counter += 1
+            sealed = seal_fields(protect, e, ident, prefix + counter.to_bytes(6, "big"))
+            out.append((event_key_of(ident, e.time), " ".join(sealed[0]), record_tail(e, sealed)))
         self._counter = counter
         return out
