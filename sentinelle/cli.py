@@ -342,7 +342,7 @@ def demo(
     console.rule("3. evaluate: the alerts against the planted attacks and benign traps")
     evaluate(out, out / "alerts.jsonl", json_out=out / "evaluation.json")
     if live:
-        from sentinelle.service import run_demo
+        from sentinelle.service.demo import run_demo
 
         console.rule("4. the live service: the same hospital replayed over HTTP, alerts as they arrive")
         run_demo(out, size=size, seed=seed, echo=console.print)

@@ -380,7 +380,7 @@ def test_kill_9_with_postgresql(tmp_path: Path, pg_url: str) -> None:
 
 
 def test_demo_replays_a_hospital_and_shows_alerts_live(tmp_path: Path) -> None:
-    from sentinelle.service import run_demo
+    from sentinelle.service.demo import run_demo
 
     seen: list[tuple[Alert, float]] = []
     lines: list[str] = []
