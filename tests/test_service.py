@@ -3,10 +3,12 @@ keep running episodes without re-raising alerts, and `kill -9` during a sustaine
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -126,6 +128,76 @@ def test_logger_sends_atna_messages_that_end_up_in_the_ledger(tmp_path: Path) ->
         assert found == expected  # same events as the file reader, clear patients after decryption
         assert svc.listener is not None and svc.listener.stats.rejected == 0
 
+
+
+def _rsyslog_with_gtls() -> str | None:
+    """rsyslogd when it is installed with its GnuTLS network driver (Debian: rsyslog, rsyslog-gnutls)."""
+    import glob
+
+    found = shutil.which("rsyslogd") or ("/usr/sbin/rsyslogd" if Path("/usr/sbin/rsyslogd").exists() else None)
+    if found is None or not glob.glob("/usr/lib/*/rsyslog/lmnsd_gtls.so") + glob.glob("/usr/lib/rsyslog/lmnsd_gtls.so"):
+        return None
+    return found
+
+
+def test_rsyslog_forwards_atna_over_tls_and_they_end_up_in_the_ledger(tmp_path: Path) -> None:
+    """RFC 5425 with a real relay: logger -> rsyslog (imtcp) -> rsyslog omfwd over TLS (gtls,
+    octet-counted, the certificate checked) -> Sentinelle's TLS listener -> ledger."""
+    from service_kit import free_port, self_signed
+
+    dicom = TESTDATA / "dicom-audit"
+    if not dicom.is_dir():
+        pytest.skip(f"DICOM samples absent ({dicom})")
+    rsyslogd = _rsyslog_with_gtls()
+    if rsyslogd is None or shutil.which("logger") is None:
+        pytest.skip("rsyslog with rsyslog-gnutls, or util-linux logger, is not installed "
+                    "(`make test` installs them on Debian: apt-get install rsyslog rsyslog-gnutls)")
+    files = [dicom / n for n in ("query-03.xml", "patient-record-01.xml", "data-export-01.xml")]
+    cert, key = self_signed(tmp_path / "tls")
+    relay_port = free_port()
+    work = tmp_path / "rsyslog"
+    work.mkdir()
+    with running(tmp_path, syslog={"tls_port": 0, "tls_cert": str(cert), "tls_key": str(key)}) as svc:
+        conf = work / "rsyslog.conf"
+        conf.write_text(f"""
+global(workDirectory="{work}" maxMessageSize="256k" parser.escapeControlCharactersOnReceive="off"
+       defaultNetstreamDriverCAFile="{cert}")
+module(load="imtcp")
+input(type="imtcp" address="127.0.0.1" port="{relay_port}" ruleset="to-sentinelle")
+ruleset(name="to-sentinelle") {{
+  action(type="omfwd" target="127.0.0.1" port="{svc.ports['syslog_tls']}" protocol="tcp"
+         TCP_Framing="octet-counted" StreamDriver="gtls" StreamDriverMode="1"
+         StreamDriverAuthMode="x509/certvalid" template="RSYSLOG_SyslogProtocol23Format")
+}}
+""")
+        log = open(work / "rsyslogd.log", "wb")  # noqa: SIM115 - closed below
+        relay = subprocess.Popen([rsyslogd, "-n", "-f", str(conf), "-i", str(work / "pid")],
+                                 stdout=log, stderr=log)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", relay_port), 0.5):
+                    break
+                assert relay.poll() is None and time.monotonic() < deadline, (work / "rsyslogd.log").read_text()
+                time.sleep(0.1)
+            for path in files:
+                subprocess.run(["logger", "--server", "127.0.0.1", "--port", str(relay_port), "--tcp",
+                                "--octet-count", "--rfc5424", "--msgid", "IHE+RFC-3881", "--size", "65536",
+                                "-t", "atna", path.read_text()], check=True, timeout=10)
+            expected = {atna.parse_message(p.read_bytes()).id: atna.parse_message(p.read_bytes()) for p in files}
+            ring = load_keyring(key_dir=svc.config.ledger.key_dir)
+            found: dict[str, object] = {}
+            deadline = time.monotonic() + 30
+            while len(found) < len(files) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                with LedgerReader.open(svc.config.ledger.url, ring) as reader:
+                    found = {s.event.id: s.event for s in reader.events() if s.event.id in expected}
+        finally:
+            relay.terminate()
+            relay.wait(10)
+            log.close()
+        assert found == expected, (work / "rsyslogd.log").read_text()[-2000:]
+        assert svc.listener is not None and svc.listener.stats.rejected == 0
 
 # ---- restart: snapshot + ledger tail ---------------------------------------------------------------
 
