@@ -102,6 +102,20 @@ def test_settings_table_names_every_field() -> None:
 # ---- syslog from a real sender ------------------------------------------------------------------
 
 
+def _atna_in_ledger(svc: Service, files: list[Path], seconds: float) -> tuple[dict[str, object], dict[str, object]]:
+    """(the events the file reader makes of `files`, those of them found in the service's ledger in time)."""
+    expected: dict[str, object] = {atna.parse_message(p.read_bytes()).id: atna.parse_message(p.read_bytes())
+                                   for p in files}
+    ring = load_keyring(key_dir=svc.config.ledger.key_dir)
+    found: dict[str, object] = {}
+    deadline = time.monotonic() + seconds
+    while len(found) < len(files) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        with LedgerReader.open(svc.config.ledger.url, ring) as reader:
+            found = {s.event.id: s.event for s in reader.events() if s.event.id in expected}
+    return expected, found
+
+
 def test_logger_sends_atna_messages_that_end_up_in_the_ledger(tmp_path: Path) -> None:
     dicom = TESTDATA / "dicom-audit"
     if not dicom.is_dir():
@@ -117,14 +131,7 @@ def test_logger_sends_atna_messages_that_end_up_in_the_ledger(tmp_path: Path) ->
             subprocess.run(["logger", "--server", "127.0.0.1", "--port", str(port), *mode, "--rfc5424",
                             "--msgid", "IHE+RFC-3881", "--size", "65536", "-t", "atna", path.read_text()],
                            check=True, timeout=10)
-        expected = {atna.parse_message(p.read_bytes()).id: atna.parse_message(p.read_bytes()) for p in files}
-        ring = load_keyring(key_dir=svc.config.ledger.key_dir)
-        found: dict[str, object] = {}
-        deadline = time.monotonic() + 20
-        while len(found) < len(files) and time.monotonic() < deadline:
-            time.sleep(0.1)
-            with LedgerReader.open(svc.config.ledger.url, ring) as reader:
-                found = {s.event.id: s.event for s in reader.events() if s.event.id in expected}
+        expected, found = _atna_in_ledger(svc, files, 20)
         assert found == expected  # same events as the file reader, clear patients after decryption
         assert svc.listener is not None and svc.listener.stats.rejected == 0
 
@@ -184,14 +191,7 @@ ruleset(name="to-sentinelle") {{
                 subprocess.run(["logger", "--server", "127.0.0.1", "--port", str(relay_port), "--tcp",
                                 "--octet-count", "--rfc5424", "--msgid", "IHE+RFC-3881", "--size", "65536",
                                 "-t", "atna", path.read_text()], check=True, timeout=10)
-            expected = {atna.parse_message(p.read_bytes()).id: atna.parse_message(p.read_bytes()) for p in files}
-            ring = load_keyring(key_dir=svc.config.ledger.key_dir)
-            found: dict[str, object] = {}
-            deadline = time.monotonic() + 30
-            while len(found) < len(files) and time.monotonic() < deadline:
-                time.sleep(0.2)
-                with LedgerReader.open(svc.config.ledger.url, ring) as reader:
-                    found = {s.event.id: s.event for s in reader.events() if s.event.id in expected}
+            expected, found = _atna_in_ledger(svc, files, 30)
         finally:
             relay.terminate()
             relay.wait(10)
