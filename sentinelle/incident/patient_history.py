@@ -27,8 +27,9 @@ from sentinelle.errors import ConfigError
 from sentinelle.events import AccessEvent, category_names
 from sentinelle.incident.directory import Directory
 from sentinelle.incident.index import IndexView
-from sentinelle.incident.model import Establishment
+from sentinelle.incident.model import Establishment, Selector
 from sentinelle.incident.pdf import render_html
+from sentinelle.incident.scope import compute_scope
 from sentinelle.incident.store import IncidentStore
 from sentinelle.incident.texts import REASON_LABELS, check_lang
 from sentinelle.ledger import Ledger, LedgerReader, merkle
@@ -97,6 +98,24 @@ def _spellings(ref: str, directory: Directory | None) -> set[str]:
     return out
 
 
+#: The reason given to a namesake on a search page that found a patient the account treats
+#: (the scope's rule, `scope._search_collateral`).
+SEARCH_PAGE = "SEARCH_PAGE"
+
+
+def _page_found_a_treated_patient(e: AccessEvent, canon: str, context: CareContext, view: IndexView | None) -> bool:
+    """Whether the search page that showed this patient also showed one the account's care explains.
+
+    The page is the event's other patients and, in the ledger, the account's other
+    accesses at the same instant (systems that log one event per result).
+    """
+    others = {context.resolve_patient(p) for p in e.patients} - {canon}
+    if view is not None:
+        page = compute_scope(view, [Selector(accounts=(e.account,), start=e.time, end=e.time + 1)], context)
+        others |= set(page.refs) - {canon}
+    return any(context.explain(e.account, p, e.time) for p in others if p)
+
+
 def patient_history(patient: str, *, requester: str, purpose: str, context: CareContext,
                     directory: Directory | None = None, view: IndexView | None = None,
                     reader: LedgerReader | None = None, events: Iterable[AccessEvent] | None = None,
@@ -163,6 +182,8 @@ def patient_history(patient: str, *, requester: str, purpose: str, context: Care
             who = directory.person_name(info.person)
         mask = context.explain(e.account, canon, e.time)
         reasons = [r.name for r in Reason if r.name and mask & r.value]
+        if not reasons and e.action == "search" and _page_found_a_treated_patient(e, canon, context, view):
+            reasons = [SEARCH_PAGE]
         proof = None
         if seq is not None and reader is not None and proofs:
             p = reader.inclusion_proof(seq)

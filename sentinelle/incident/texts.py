@@ -80,6 +80,10 @@ REASON_LABELS: dict[str, dict[str, str]] = {
                    "en": "this person works in a department that was treating you at the time"},
     "TREATED_BEFORE": {"fr": "cette personne vous a déjà soigné(e) auparavant",
                        "en": "this person has treated you before"},
+    "SEARCH_PAGE": {"fr": "votre nom est apparu dans les résultats d'une recherche qui a trouvé un patient "
+                          "que cette personne soignait (homonyme)",
+                    "en": "your name appeared in the results of a search that found a patient this person "
+                          "was treating (a namesake)"},
 }
 
 _WORDS: dict[str, dict[str, str]] = {

@@ -89,3 +89,29 @@ def test_history_from_files_without_ledger(hospital: Hospital) -> None:
                           directory=hospital.directory, events=hospital.events)
     assert rep.accesses and not rep.ledger and all(a.proof is None for a in rep.accesses)
     assert any(a.account == hospital.attacks[0]["account"] and not a.reasons for a in rep.accesses)
+
+
+def test_a_namesake_on_a_search_page_is_told_why(hospital: Hospital, tmp_path: Path) -> None:
+    """A patient shown by a name search that found someone the account treats: explained as a namesake."""
+    from sentinelle.incident.patient_history import SEARCH_PAGE
+
+    ctx = hospital.context
+    pages: dict[tuple[str, int], list[str]] = {}
+    for e in hospital.events:
+        if e.action == "search" and e.outcome == "success" and e.id not in hospital.labels:
+            pages.setdefault((e.account, e.time), []).extend(e.patients)
+    case = next(((acct, t, p) for (acct, t), pats in pages.items() if len(set(pats)) > 1
+                 for p in pats if not ctx.explain(acct, p, t)
+                 and any(ctx.explain(acct, q, t) for q in pats if q != p)), None)
+    assert case is not None, "the simulated hospital has namesakes on search pages"
+    account, t, namesake = case
+    ring = Keyring.generate()
+    led = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}", ring, signing_key=SigningKey.generate())
+    idx = ScopeIndex.open(tmp_path / "idx", ring, write=True)
+    idx.attach(led)
+    led.append_batch([e for e in hospital.events if e.time <= t + 60_000])
+    rep = patient_history(namesake, requester="dpo", purpose="demande du patient", context=ctx, view=idx.view(led),
+                          reader=led, proofs=False)
+    line = next(a for a in rep.accesses if a.account == account and a.time == t)
+    assert line.reasons == [SEARCH_PAGE]
+    assert "homonyme" in history_html(rep, EST) and "namesake" in history_html(rep, EST, lang="en")
