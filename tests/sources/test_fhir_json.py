@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import msgspec
@@ -478,3 +479,18 @@ def test_ins_patient_identifier_and_session_entity() -> None:
     assert ev.patients == ("urn:oid:1.2.250.1.213.1.4.8|285017512345612",)
     assert ev.categories == category_mask(["identity", "national_id"])  # the session entity is no data
     assert ev.session == "sess-77"
+
+
+def test_default_workers_follow_the_idle_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without SENTINELLE_WORKERS: one worker per CPU idle now, from /proc/stat where there is one."""
+    monkeypatch.delenv("SENTINELLE_WORKERS", raising=False)
+    idle = fhir_json._idle_cpus(4, interval=0.05)
+    if idle is None:
+        pytest.skip("no /proc/stat on this system")
+    assert 0.0 <= idle <= 4.0
+    monkeypatch.setattr(fhir_json, "_idle_cpus", lambda cpus, interval=0.1: cpus * 0.9)
+    assert fhir_json._workers() == min(8, len(os.sched_getaffinity(0)))
+    monkeypatch.setattr(fhir_json, "_idle_cpus", lambda cpus, interval=0.1: 0.2)
+    assert fhir_json._workers() == 1
+    monkeypatch.setenv("SENTINELLE_WORKERS", "3")
+    assert fhir_json._workers() == 3
