@@ -274,7 +274,7 @@ def test_restart_continues_the_episode_and_raises_nothing_twice(tmp_path: Path) 
 # ---- kill -9 ----------------------------------------------------------------------------------------
 
 
-def _write_config(tmp: Path, extra: str = "") -> Path:
+def _write_config(tmp: Path, extra: str = "", workers: int = 0) -> Path:
     write_context(tmp / "context")
     text = f"""
 state_dir = "state"
@@ -292,7 +292,7 @@ sha256 = "{hash_token(ANALYST_TOKEN)}"
 host = "127.0.0.1"
 port = 0
 [intake]
-decode_workers = 0
+decode_workers = {workers}
 [detection]
 learning_days = 0
 {extra}
@@ -352,9 +352,9 @@ def pg_url() -> Iterator[str]:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
 
 
-def _sustained_ingest(url: str, seconds: float, kill: Proc | None = None
+def _sustained_ingest(url: str, seconds: float, kill: Proc | None = None, bulk: int = 25
                       ) -> tuple[set[str], dict[str, bytes]]:
-    """Four senders post single events and small bulks; returns (acknowledged ids, attempted id -> line)."""
+    """Four senders post single events and bulks of `bulk` events; returns (acknowledged ids, attempted id -> line)."""
     acked: set[str] = set()
     attempted: dict[str, bytes] = {}
     lock = threading.Lock()
@@ -365,8 +365,8 @@ def _sustained_ingest(url: str, seconds: float, kill: Proc | None = None
         with httpx.Client(base_url=url, timeout=30) as c:
             while not stop.is_set():
                 n += 1
-                ids = [f"k{t}-{n}-{j}" for j in range(1 if n % 3 else 25)]
-                lines = [json.dumps(audit_event(t * 100_000 + n * 30 + j, account=f"user{t}",
+                ids = [f"k{t}-{n}-{j}" for j in range(1 if n % 3 else bulk)]
+                lines = [json.dumps(audit_event(t * 1_000_000 + n * 1_000 + j, account=f"user{t}",
                                                 event_id=eid)).encode() + b"\n" for j, eid in enumerate(ids)]
                 body = b"".join(lines)
                 with lock:
@@ -398,8 +398,8 @@ def _ledger_ids(url: str) -> list[str]:
         return [s.event.id for s in reader.events(reveal=False) if s.event.source == "dpi-main"]
 
 
-def _kill_test(tmp_path: Path, extra: str, ledger_url: str) -> None:
-    config = _write_config(tmp_path, extra)
+def _kill_test(tmp_path: Path, extra: str, ledger_url: str, workers: int = 0, bulk: int = 25) -> None:
+    config = _write_config(tmp_path, extra, workers)
     proc = Proc(config)
     with httpx.Client(base_url=proc.url, timeout=30) as c:
         r = c.post("/fhir/AuditEvent", headers=SRC,
@@ -408,7 +408,7 @@ def _kill_test(tmp_path: Path, extra: str, ledger_url: str) -> None:
         deadline = time.monotonic() + 10
         while not c.get("/alerts", headers=ANALYST).json()["alerts"] and time.monotonic() < deadline:
             time.sleep(0.05)
-    acked, attempted = _sustained_ingest(proc.url, 2.5, kill=proc)
+    acked, attempted = _sustained_ingest(proc.url, 2.5, kill=proc, bulk=bulk)
     assert len(acked) > 200, "the ingest did not get going before the kill"
 
     proc = Proc(config)  # restart on the same ledger: replays the tail after the snapshot
@@ -437,10 +437,18 @@ def _kill_test(tmp_path: Path, extra: str, ledger_url: str) -> None:
         assert proc.terminate() == 0
     report = verify(ledger_url)
     assert report.ok, report.summary()
+    if workers:
+        with LedgerReader.open(ledger_url) as reader:  # the bulks were sealed in the worker
+            assert any(r is not None and r.nonce[:1] and r.nonce[0] & 0x80 for _, r in reader.records())
 
 
 def test_kill_9_during_sustained_ingest_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     _kill_test(tmp_path, "", f"sqlite:///{tmp_path / 'ledger.db'}")
+
+
+def test_kill_9_with_decoding_workers_sealing_large_bulks(tmp_path: Path) -> None:
+    """The bulk path of production: bodies over 256 KB decoded and sealed by a worker process."""
+    _kill_test(tmp_path, "", f"sqlite:///{tmp_path / 'ledger.db'}", workers=1, bulk=450)
 
 
 def test_kill_9_with_postgresql(tmp_path: Path, pg_url: str) -> None:
