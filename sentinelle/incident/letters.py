@@ -156,6 +156,11 @@ _ROUND = 256
 _POOL_MIN = 64
 
 
+def _pdf_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """Processes laying out letters (spawned: the caller may be a threaded service)."""
+    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
 def _pdf_of(job: tuple[str, str, str]) -> bytes:
     """One letter's PDF (in a worker process: module-level, so it pickles)."""
     doc, title, footer = job
@@ -190,7 +195,7 @@ def write_letters(scope: Scope, directory: Directory, incident: Incident, establ
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     pool = None
     if pdf and n_workers > 1 and total >= _POOL_MIN:
-        pool = concurrent.futures.ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = _pdf_pool(n_workers)
     batch: list[bytes] = []
     single_print = total <= PRINT_BATCH
 
@@ -417,8 +422,7 @@ def benchmark_letters(n: int = 200, lang: str = "fr", workers: int = 1) -> float
     people = [PatientEntry(id=str(i), family=f"Martin{i}", given="Claire", gender="female", line=f"{i} rue Victor Hugo",
                            postal_code="75011", city="Paris", emails=(f"c{i}@example.fr",)) for i in range(n)]
     mask = category_mask(["identity", "contact", "allergy", "prescription"])
-    pool = (concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-            if workers > 1 else None)
+    pool = _pdf_pool(workers) if workers > 1 else None
     try:
         if pool is not None:
             list(pool.map(_pdf_of, [("<p>warm-up</p>", "w", "w")] * workers))  # start the workers first

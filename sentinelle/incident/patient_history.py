@@ -29,7 +29,7 @@ from sentinelle.incident.directory import Directory
 from sentinelle.incident.index import IndexView
 from sentinelle.incident.model import Establishment, Selector
 from sentinelle.incident.pdf import render_html
-from sentinelle.incident.scope import compute_scope
+from sentinelle.incident.scope import compute_scope, scope_from_events
 from sentinelle.incident.store import IncidentStore
 from sentinelle.incident.texts import REASON_LABELS, check_lang
 from sentinelle.ledger import Ledger, LedgerReader, merkle
@@ -104,16 +104,14 @@ SEARCH_PAGE = "SEARCH_PAGE"
 
 
 def _page_found_a_treated_patient(e: AccessEvent, canon: str, context: CareContext, view: IndexView | None) -> bool:
-    """Whether the search page that showed this patient also showed one the account's care explains.
+    """Whether the scope's search-page rule explains this patient's access (`scope._search_collateral`).
 
-    The page is the event's other patients and, in the ledger, the account's other
-    accesses at the same instant (systems that log one event per result).
+    The page is the account's accesses at that instant: in the ledger, every event of it
+    (systems that log one event per result); without one, this event's patients.
     """
-    others = {context.resolve_patient(p) for p in e.patients} - {canon}
-    if view is not None:
-        page = compute_scope(view, [Selector(accounts=(e.account,), start=e.time, end=e.time + 1)], context)
-        others |= set(page.refs) - {canon}
-    return any(context.explain(e.account, p, e.time) for p in others if p)
+    page = [Selector(accounts=(e.account,), start=e.time, end=e.time + 1, unexplained_only=True)]
+    unexplained = compute_scope(view, page, context) if view is not None else scope_from_events([e], page, context)
+    return canon not in unexplained.refs
 
 
 def patient_history(patient: str, *, requester: str, purpose: str, context: CareContext,

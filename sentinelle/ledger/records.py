@@ -112,8 +112,7 @@ def key_probe(source: str, event_id: str, time_ms: int, probe: int) -> int:
     whose keys collide take the next probe, as in open addressing.
     """
     data = f"{source}\x00{event_id}\x00{probe}".encode() if probe else f"{source}\x00{event_id}".encode()
-    hour = (time_ms // HOUR_MS) & 0x7FFFFF if time_ms > 0 else 0
-    return hour << 40 | int.from_bytes(hashlib.blake2b(data, digest_size=5).digest(), "big")
+    return event_key_of(data, time_ms)
 
 
 class Protector:
@@ -216,7 +215,7 @@ def record_bytes(seq: int, tail: bytes) -> bytes:
 
 
 def event_key_of(ident: bytes, time_ms: int) -> int:
-    """`key_probe(source, id, time, 0)` from the encoded `source NUL id` (the hot paths have it)."""
+    """The key of `key_probe` from its hashed bytes (`source NUL id` for probe 0, which the hot paths have)."""
     return ((time_ms // HOUR_MS) & 0x7FFFFF if time_ms > 0 else 0) << 40 | int.from_bytes(
         hashlib.blake2b(ident, digest_size=5).digest(), "big")
 
