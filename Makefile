@@ -4,13 +4,26 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint sysdeps bench clean
+.PHONY: demo test lint sysdeps simdjson bench clean
 
-$(STAMP): pyproject.toml
+# The compiled reader (sentinelle/sources/_balp.cpp) is rebuilt whenever it changes.
+$(STAMP): pyproject.toml setup.py sentinelle/sources/_balp.cpp
+	@$(MAKE) --no-print-directory simdjson
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# simdjson's headers and library for the compiled reader (Debian: libsimdjson-dev). Best
+# effort: without it the package still installs and reads through its Python path.
+simdjson:
+	@if ! test -f /usr/include/simdjson.h; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -q --no-install-recommends libsimdjson-dev >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends libsimdjson-dev >/dev/null 2>&1; } || \
+	    echo "note: could not install libsimdjson-dev; the reader will use its Python path"; \
+	  else echo "note: libsimdjson-dev is absent (needs apt-get as root); the reader will use its Python path"; fi; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/sentinelle demo
@@ -37,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/read.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info sentinelle/sources/_balp*.so

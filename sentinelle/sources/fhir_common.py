@@ -16,8 +16,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Final
 
@@ -26,6 +27,15 @@ from msgspec import Raw, Struct
 
 from sentinelle.errors import RecordError
 from sentinelle.events import AccessEvent, Action, ActorKind, Category, Outcome, parse_time
+
+try:  # the compiled fast path (simdjson); optional, see setup.py and docs/reader.md
+    from sentinelle.sources import _balp
+except ImportError:  # pragma: no cover - exercised where libsimdjson is absent
+    _balp = None  # type: ignore[assignment]
+
+#: Whether NDJSON lines go through the compiled fast path (`_balp`): built, and not turned
+#: off with SENTINELLE_FAST=0 (the tests compare both paths this way).
+FAST_PATH = _balp is not None and os.environ.get("SENTINELLE_FAST", "1") != "0"
 
 __all__ = [
     "AUDIT_ENTITY_TYPE",
@@ -1216,10 +1226,11 @@ class Normaliser:
     One instance per input stream; the memo tables are bounded and simply cleared when
     full, so memory stays flat whatever the size of the input. `source`, when given,
     names the source system of every event instead of what the events say (the service
-    stamps the name bound to the sender's token), at no cost per event.
+    stamps the name bound to the sender's token), at no cost per event. `fast` chooses
+    whether NDJSON lines try the compiled path first (default: `FAST_PATH`).
     """
 
-    def __init__(self, source: str = "") -> None:
+    def __init__(self, source: str = "", fast: bool | None = None) -> None:
         self.source = source
         self._contexts: dict[tuple[bytes, str | None, str | None], _Context] = {}
         self._agents: dict[bytes, AgentFacts] = {}
@@ -1229,8 +1240,25 @@ class Normaliser:
         # facts object stays alive (in its memo) as long as this table is not cleared,
         # and both are cleared together.
         self._combined: dict[tuple[int, ...], Actors] = {}
+        # Actors by the fast path's agent serial and the raw source (see _context_of_parts).
+        self._actors_by_serial: dict[tuple[int, bytes], Actors] = {}
         # The previous event's joined parts and context; b"" never matches (a join has separators).
         self._last: tuple[bytes, str | None, str | None, _Context] = (b"", None, None, _NO_CONTEXT)
+        #: `line(raw) -> AccessEvent | None`: the compiled reader of the common BALP line
+        #: shape (None when it is not built), which declines anything else to `from_lazy`.
+        self.fast_line: Callable[[bytes], AccessEvent | None] | None = None
+        if FAST_PATH if fast is None else (fast and _balp is not None):
+            self._fast = _balp.Fast(
+                self._context_of_parts,
+                query_categories,
+                AccessEvent,
+                RESOURCE_CATEGORIES,
+                _DATA_ROLES,
+                (_I, _C, _N),
+                (Action.SEARCH, Action.OTHER),
+                (msgspec.MsgspecError, RecordError, ValueError),
+            )
+            self.fast_line = self._fast.line
 
     # -- fully typed path (XML, JSON slow paths) --------------------------------------
 
@@ -1318,11 +1346,57 @@ class Normaliser:
                 )
         return _finish(ev.id or fallback_id, text, ctx, ev.entity, ev.patient)
 
+    def _context_of_parts(
+        self,
+        serial: int,
+        agent: bytes,
+        source: bytes,
+        type_: bytes,
+        subtype: bytes,
+        category: bytes,
+        code: bytes,
+        outcome: bytes,
+        purpose: bytes,
+        authorization: bytes,
+        action: str | None,
+        outcome_desc: str | None,
+    ) -> _Context:
+        """`_context` of raw parts: what the compiled fast path asks on a memo miss.
+
+        `serial` names the agent array (sessions blanked) for as long as the fast path
+        keeps it, so the actors are looked up by a small key instead of ~1 KB of JSON.
+        """
+        akey = (serial, source)
+        actors = self._actors_by_serial.get(akey)
+        if actors is None:
+            actors = self._actors(agent, source)
+            if len(self._actors_by_serial) >= _MEMO_LIMIT:
+                self._actors_by_serial.clear()
+            self._actors_by_serial[akey] = actors
+        return self._finish_context(
+            actors, type_, subtype, category, code, outcome, purpose, authorization, action, outcome_desc
+        )
+
     def _context(self, ev: AuditEventLazy) -> _Context:
         """The memoised parts of an event, from per-agent and per-source memos."""
+        return self._finish_context(
+            self._actors(ev.agent, ev.source),
+            ev.type,
+            ev.subtype,
+            ev.category,
+            ev.code,
+            ev.outcome,
+            ev.purposeOfEvent,
+            ev.authorization,
+            ev.action,
+            ev.outcomeDesc,
+        )
+
+    def _actors(self, agent: bytes | Raw, source: bytes | Raw) -> Actors:
+        """`combine` of the agents and source, from per-agent and per-source memos."""
         facts: list[AgentFacts] = []
-        if ev.agent:
-            for raw in _dec_raws.decode(ev.agent):
+        if agent:
+            for raw in _dec_raws.decode(agent):
                 data = bytes(raw)
                 f = self._agents.get(data)
                 if f is None:
@@ -1332,7 +1406,7 @@ class Normaliser:
                         self._combined.clear()
                     self._agents[data] = f
                 facts.append(f)
-        sdata = bytes(ev.source)
+        sdata = bytes(source)
         sf = self._sources.get(sdata)
         if sf is None:
             sf = source_facts(_dec_source.decode(sdata) if sdata else None)
@@ -1347,26 +1421,42 @@ class Normaliser:
             if len(self._combined) >= _MEMO_LIMIT:
                 self._combined.clear()
             self._combined[ckey] = actors
-        kkey = (b"\x00".join((ev.type, ev.subtype, ev.category, ev.code)), ev.action)
+        return actors
+
+    def _finish_context(
+        self,
+        actors: Actors,
+        type_: bytes | Raw,
+        subtype: bytes | Raw,
+        category: bytes | Raw,
+        code: bytes | Raw,
+        outcome_raw: bytes | Raw,
+        purpose_raw: bytes | Raw,
+        authorization: bytes | Raw,
+        action: str | None,
+        outcome_desc: str | None,
+    ) -> _Context:
+        """The context of the actors and the event's codes, outcome and purpose."""
+        kkey = (b"\x00".join((type_, subtype, category, code)), action)
         kind = self._kinds.get(kkey)
         if kind is None:
             kind = kind_of(
-                _dec_coding.decode(ev.type) if ev.type else None,
-                _dec_codings.decode(ev.subtype) if ev.subtype else None,
-                _dec_codings.decode(ev.category) if ev.category else None,
-                _dec_coding.decode(ev.code) if ev.code else None,
-                ev.action,
+                _dec_coding.decode(type_) if type_ else None,
+                _dec_codings.decode(subtype) if subtype else None,
+                _dec_codings.decode(category) if category else None,
+                _dec_coding.decode(code) if code else None,
+                action,
             )
             if len(self._kinds) >= 4096:
                 self._kinds.clear()
             self._kinds[kkey] = kind
         purpose = ""
-        if ev.purposeOfEvent or ev.authorization:
-            purpose = _purpose_of(_dec_codings.decode(ev.purposeOfEvent) if ev.purposeOfEvent else None) or (
-                _purpose_of(_dec_codings.decode(ev.authorization) if ev.authorization else None)
+        if purpose_raw or authorization:
+            purpose = _purpose_of(_dec_codings.decode(purpose_raw) if purpose_raw else None) or (
+                _purpose_of(_dec_codings.decode(authorization) if authorization else None)
             )
-        outcome = _dec_outcome.decode(ev.outcome) if ev.outcome else None
-        return _context(actors, kind, purpose, outcome_of(outcome, ev.outcomeDesc), self.source)
+        outcome = _dec_outcome.decode(outcome_raw) if outcome_raw else None
+        return _context(actors, kind, purpose, outcome_of(outcome, outcome_desc), self.source)
 
 
 def _finish(

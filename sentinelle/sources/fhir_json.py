@@ -198,9 +198,16 @@ def read_lines(
     units = _Units(origin, quarantine, normaliser)
     decode = _lazy.decode
     from_lazy = units.norm.from_lazy
+    fast = units.norm.fast_line
     lineno = first_line - 1
     for line in lines:
         lineno += 1
+        if fast is not None:
+            # The compiled path reads the common BALP shape; it declines (None) the rest.
+            event = fast(line)
+            if event is not None:
+                yield event
+                continue
         # The hot path: one typed decode and a memoised normalisation. Anything unusual
         # (Bundle, array, bad JSON, not an AuditEvent) leaves through `units.unit`.
         try:
