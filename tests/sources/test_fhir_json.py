@@ -494,3 +494,20 @@ def test_default_workers_follow_the_idle_cpus(monkeypatch: pytest.MonkeyPatch) -
     assert fhir_json._workers() == 1
     monkeypatch.setenv("SENTINELLE_WORKERS", "3")
     assert fhir_json._workers() == 3
+
+
+def test_small_inputs_never_measure_idle_cpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Measuring idle CPUs sleeps a tenth of a second: a request body or a small file must
+    not pay it (it once did, and made every POST to the service take 100 ms)."""
+    monkeypatch.delenv("SENTINELLE_WORKERS", raising=False)
+
+    def forbidden(cpus: int, interval: float = 0.1) -> float:
+        raise AssertionError("idle CPUs measured for a small input")
+
+    monkeypatch.setattr(fhir_json, "_idle_cpus", forbidden)
+    line = (BALP / "patient-read.json").read_bytes()
+    assert list(fhir_json.read(io.BytesIO(line), "body", Quarantine()))
+    small = tmp_path / "small.ndjson"
+    small.write_bytes(b"".join(json.dumps(json.loads(line)).encode() + b"\n" for _ in range(3)))
+    with small.open("rb") as f:
+        assert len(list(fhir_json.read(f, str(small), Quarantine()))) == 3
