@@ -113,7 +113,13 @@ struct FastObject {
     std::string *last_key;
     const Ctx *last_ctx;
     Py_ssize_t hits, misses, declined;
+    bool busy;  // a line is being read: a second caller (another thread, during a Python
+                // callback) is declined rather than sharing the buffers
 };
+
+// Lines longer than this go to the Python path: simdjson's parser keeps the capacity of
+// the largest document it has seen, and a hostile 50 MB line must not pin ~200 MB.
+constexpr size_t LINE_LIMIT = 1 << 20;
 
 // -- small helpers -----------------------------------------------------------------------
 
@@ -605,21 +611,22 @@ bool ctx_from(PyObject *c, Ctx &out) {
     return true;
 }
 
-// The memo key of a line's repeated parts: the agents' serial, then the other raw parts.
+// The memo key of a line's repeated parts: the agents' serial, then the other raw parts
+// and the action and outcome texts, each with its length in front (separators could be
+// forged by a part that holds one; lengths cannot).
+inline void put(std::string &key, bool present, std::string_view text) {
+    const uint32_t n = present ? (uint32_t)text.size() : UINT32_MAX;
+    key.append(reinterpret_cast<const char *>(&n), sizeof n);
+    key.append(text);
+}
+
 void key_of(std::string &key, uint64_t serial, const std::string_view parts[N_PARTS], bool has_action,
             std::string_view action, bool has_desc, std::string_view desc) {
     key.clear();
     key.append(reinterpret_cast<const char *>(&serial), sizeof serial);
-    for (int p = SOURCE; p < N_PARTS; ++p) {
-        key.push_back('\0');
-        key.append(parts[p]);
-    }
-    key.push_back('\0');
-    key.push_back(has_action ? '\x02' : '\x01');
-    key.append(action);
-    key.push_back('\0');
-    key.push_back(has_desc ? '\x02' : '\x01');
-    key.append(desc);
+    for (int p = SOURCE; p < N_PARTS; ++p) put(key, true, parts[p]);
+    put(key, has_action, action);
+    put(key, has_desc, desc);
 }
 
 // Phase 2, on a miss: the context from the memo (an earlier line of the batch may have
@@ -901,10 +908,21 @@ bool declined(FastObject *self) {
 
 // -- the Python type ----------------------------------------------------------------------
 
+struct Busy {
+    FastObject *self;
+    explicit Busy(FastObject *s) : self(s) { self->busy = true; }
+    ~Busy() { self->busy = false; }
+};
+
 PyObject *Fast_line(FastObject *self, PyObject *arg) {
     char *data;
     Py_ssize_t size;
     if (PyBytes_AsStringAndSize(arg, &data, &size) < 0) return nullptr;
+    if (self->busy || (size_t)size > LINE_LIMIT) {
+        ++self->declined;
+        Py_RETURN_NONE;
+    }
+    Busy busy(self);
     begin(self);
     std::string &buf = *self->buffer;
     buf.assign(data, (size_t)size);

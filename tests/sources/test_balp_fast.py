@@ -416,3 +416,14 @@ def test_an_open_action_is_decided_by_the_entities() -> None:
     assert (search.action, search.address, search.query) == ("search", "192.168.1.9", "GET /fhir/Patient?name=x")
     assert (other.action, other.address) == ("other", "10.0.0.7")
     _assert_same(lines)
+
+
+def test_a_huge_line_goes_to_the_python_path() -> None:
+    """Beyond 1 MB a line is declined (the parser would keep that capacity), and read all the same."""
+    event = _balp_event()
+    event["outcomeDesc"] = "x" * (1 << 20)
+    line = json.dumps(event).encode()
+    assert Normaliser().fast_line(line) is None  # type: ignore[misc]
+    (events, _), _ = _both([line])
+    assert len(events) == 1
+    _assert_same([line])
