@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sentinelle.events import AccessEvent
-from sentinelle.sources import fhir_common
+from sentinelle.sources import fhir_common, fhir_json
 from sentinelle.sources.fhir_common import Normaliser
 from sentinelle.sources.fhir_json import read_lines
 from sentinelle.sources.quarantine import Quarantine
@@ -44,14 +44,15 @@ class _Collect(Quarantine):
         self.items.append((location, reason, raw if isinstance(raw, bytes) else raw.encode()))
 
 
+def _read_with(lines: list[bytes], fast: bool) -> tuple[list[AccessEvent], list[tuple[str, str, bytes]]]:
+    q = _Collect()
+    events = list(read_lines(lines, "test", q, normaliser=Normaliser(fast=fast)))
+    return events, q.items
+
+
 def _both(lines: Iterable[bytes]) -> tuple[tuple[list[AccessEvent], list[tuple[str, str, bytes]]], ...]:
     lines = list(lines)
-    out = []
-    for fast in (True, False):
-        q = _Collect()
-        events = list(read_lines(lines, "test", q, normaliser=Normaliser(fast=fast)))
-        out.append((events, q.items))
-    return tuple(out)
+    return _read_with(lines, True), _read_with(lines, False)
 
 
 def _assert_same(lines: Iterable[bytes]) -> None:
@@ -86,6 +87,27 @@ def test_same_events_on_a_simulated_hospital(tmp_path: Path) -> None:
     assert answered == len(lines)
     stats = norm._fast.stats()
     assert stats["misses"] < len(lines) / 5  # sessions are cut out of the memo key
+
+
+def _worker_read(lines: list[bytes], tmp_path: Path) -> tuple[list[AccessEvent], list[tuple[str, str, bytes]]]:
+    """What a reader worker process sends back for these lines (msgpack), decoded as the
+    parent decodes it: the compiled path with its warm memos across a whole range."""
+    path = tmp_path / "range.ndjson"
+    path.write_bytes(b"".join(lines))
+    answer = fhir_json._task(fhir_json._Task(str(path), 0, path.stat().st_size, "test"))
+    return list(fhir_json._events.decode(answer.events)), answer.rejects
+
+
+def test_worker_encoding_gives_the_same_events(tmp_path: Path) -> None:
+    from sentinelle.simulate import simulate
+
+    simulate(tmp_path, size="tiny", seed=6)
+    lines = (tmp_path / "events" / "auditevents.ndjson").read_bytes().splitlines(keepends=True)[:20_000]
+    lines[100:100] = [b"{broken\n", b"\n", b'{"resourceType":"Patient"}\n']  # declined, then read by Python
+    events, rejects = _worker_read(lines, tmp_path)
+    slow_events, slow_rejects = _read_with(lines, fast=False)
+    assert events == slow_events
+    assert [(loc, reason) for loc, reason, _ in rejects] == [(loc, reason) for loc, reason, _ in slow_rejects]
 
 
 def _json_files() -> list[Path]:
@@ -376,6 +398,18 @@ def _variant(draw: st.DrawFn) -> bytes:
 @given(st.lists(_variant(), min_size=1, max_size=6))
 def test_same_events_and_rejects_on_generated_variations(lines: list[bytes]) -> None:
     _assert_same(lines)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(_variant(), min_size=1, max_size=6))
+def test_worker_encoding_on_generated_variations(tmp_path: Path, lines: list[bytes]) -> None:
+    lines = [line if line.endswith(b"\n") else line + b"\n" for line in lines]
+    events, rejects = _worker_read(lines, tmp_path)
+    slow_events, slow_rejects = _read_with(lines, fast=False)
+    assert events == slow_events
+    assert [(loc, reason) for loc, reason, _ in rejects] == [(loc, reason) for loc, reason, _ in slow_rejects]
 
 
 def test_generated_variations_reach_the_fast_path() -> None:
