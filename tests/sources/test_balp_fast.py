@@ -98,7 +98,7 @@ def _worker_read(lines: list[bytes], tmp_path: Path) -> tuple[list[AccessEvent],
     return list(fhir_json._events.decode(answer.events)), answer.rejects
 
 
-def test_worker_encoding_gives_the_same_events(tmp_path: Path) -> None:
+def test_a_reader_worker_answers_the_same_events(tmp_path: Path) -> None:
     from sentinelle.simulate import simulate
 
     simulate(tmp_path, size="tiny", seed=6)
@@ -404,7 +404,7 @@ def test_same_events_and_rejects_on_generated_variations(lines: list[bytes]) -> 
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
 @given(st.lists(_variant(), min_size=1, max_size=6))
-def test_worker_encoding_on_generated_variations(tmp_path: Path, lines: list[bytes]) -> None:
+def test_a_reader_worker_answers_the_same_on_generated_variations(tmp_path: Path, lines: list[bytes]) -> None:
     lines = [line if line.endswith(b"\n") else line + b"\n" for line in lines]
     events, rejects = _worker_read(lines, tmp_path)
     slow_events, slow_rejects = _read_with(lines, fast=False)
