@@ -52,3 +52,14 @@ def current_rss_mb() -> float:
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def reader_path() -> str:
+    """Which path reads NDJSON lines here: the compiled one (docs/reader.md) or Python's."""
+    from sentinelle.sources import fhir_common
+
+    if fhir_common._balp is None:
+        return "Python path (the compiled reader is not built: see setup.py)"
+    if not fhir_common.FAST_PATH:
+        return "Python path (SENTINELLE_FAST=0)"
+    return f"compiled fast path (simdjson {fhir_common._balp.SIMDJSON_VERSION}), Python for what it declines"

@@ -38,6 +38,10 @@ from pathlib import Path
 
 import msgspec
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _data import reader_path
+
 from sentinelle.sources import Quarantine, fhir_json, open_events
 from sentinelle.sources.fhir_common import AuditEvent, AuditEventLazy
 
@@ -274,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             f"file: {path} ({origin}), {n_lines:,} lines, {size / 2**20:.0f} MiB, {size / max(n_lines, 1):.0f} B/line"
         )
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; Python {sys.version.split()[0]}")
+        print(f"reader: {reader_path()}")
 
         n_a, t_a = _bare_decode(path, AuditEvent)
         print(f"(a)  bare typed decode (fhir_common.AuditEvent): {n_a / t_a:>10,.0f} events/s  {t_a:6.2f} s")

@@ -21,7 +21,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _data import current_rss_mb, peak_rss_mb, trail
+from _data import current_rss_mb, peak_rss_mb, reader_path, trail
 
 from sentinelle.context import CareContext
 from sentinelle.detect import scan
@@ -53,6 +53,7 @@ def main() -> None:
     path, context_dir = trail(args.events, args.size, args.seed)
     size_mb = path.stat().st_size / 2**20
     print(f"file: {path} ({args.events:,} events, {size_mb:,.0f} MiB)")
+    print(f"reader: {reader_path()}")
 
     gc.collect()
     n_ref, t_ref = bare_decode(path)
