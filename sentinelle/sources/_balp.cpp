@@ -923,19 +923,24 @@ PyObject *Fast_line(FastObject *self, PyObject *arg) {
         Py_RETURN_NONE;
     }
     Busy busy(self);
-    begin(self);
-    std::string &buf = *self->buffer;
-    buf.assign(data, (size_t)size);
-    buf.append(SIMDJSON_PADDING, '\0');
-    Batch &batch = *self->batch;
-    batch.clear();
-    Extracted e;
     try {
+        begin(self);
+        std::string &buf = *self->buffer;
+        buf.assign(data, (size_t)size);
+        buf.append(SIMDJSON_PADDING, '\0');
+        Batch &batch = *self->batch;
+        batch.clear();
+        Extracted e;
         extract(self, std::string_view(buf.data(), (size_t)size), batch, e);
         return build(self, batch, e);
     } catch (Decline &) {
         if (!declined(self)) return nullptr;
         Py_RETURN_NONE;
+    } catch (std::bad_alloc &) {  // no C++ exception may cross into Python
+        return PyErr_NoMemory();
+    } catch (std::exception &exc) {
+        PyErr_SetString(PyExc_RuntimeError, exc.what());
+        return nullptr;
     }
 }
 
@@ -1001,20 +1006,25 @@ PyObject *Fast_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         return nullptr;
     FastObject *self = (FastObject *)type->tp_alloc(type, 0);
     if (self == nullptr) return nullptr;
-    self->categories = new std::unordered_map<std::string, int>();
-    self->data_roles = new std::unordered_set<std::string>();
-    self->memo = new std::unordered_map<std::string, Ctx, TextHash, std::equal_to<>>();
-    self->parser = new ondemand::parser();
-    self->agent_parser = new ondemand::parser();
-    self->buffer = new std::string();
-    self->batch = new Batch();
-    self->agent_buffer = new std::string();
-    self->key = new std::string();
-    self->cuts = new std::unordered_map<std::string, AgentCut, TextHash, std::equal_to<>>();
-    self->serials = new std::unordered_map<std::string, uint64_t, TextHash, std::equal_to<>>();
-    self->next_serial = 0;
-    self->last_key = new std::string();
-    self->last_ctx = nullptr;
+    try {
+        self->categories = new std::unordered_map<std::string, int>();
+        self->data_roles = new std::unordered_set<std::string>();
+        self->memo = new std::unordered_map<std::string, Ctx, TextHash, std::equal_to<>>();
+        self->parser = new ondemand::parser();
+        self->agent_parser = new ondemand::parser();
+        self->buffer = new std::string();
+        self->batch = new Batch();
+        self->agent_buffer = new std::string();
+        self->key = new std::string();
+        self->cuts = new std::unordered_map<std::string, AgentCut, TextHash, std::equal_to<>>();
+        self->serials = new std::unordered_map<std::string, uint64_t, TextHash, std::equal_to<>>();
+        self->next_serial = 0;
+        self->last_key = new std::string();
+        self->last_ctx = nullptr;
+    } catch (std::bad_alloc &) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
     PyObject *k, *v;
     Py_ssize_t pos = 0;
     while (PyDict_Next(categories, &pos, &k, &v)) {
