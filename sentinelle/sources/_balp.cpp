@@ -46,7 +46,7 @@ constexpr std::string_view AUDIT_ENTITY_TYPE = "http://terminology.hl7.org/CodeS
 // ~60 MB together, whatever the size of the input; a full table is simply cleared.
 constexpr size_t MEMO_LIMIT = 65536;   // contexts (keys of ~0.4 KB)
 constexpr size_t SERIAL_LIMIT = 32768;  // agent arrays with sessions blanked
-constexpr size_t CUT_LIMIT = 8192;      // agent arrays as they come (one per session)  // as fhir_common._MEMO_LIMIT
+constexpr size_t CUT_LIMIT = 8192;      // agent arrays as they come (one per session)
 
 // Thrown internally to decline a line: the Python path reads it.
 struct Decline {};
