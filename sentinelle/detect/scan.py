@@ -19,6 +19,7 @@ from sentinelle.detect.episodes import severity_rank
 from sentinelle.detect.settings import Settings
 from sentinelle.detect.signal import SEVERITIES, Alert
 from sentinelle.events import AccessEvent, format_time
+from sentinelle.sources.fhir_json import consumer_cpus
 
 __all__ = ["AccountSummary", "ScanResult", "scan"]
 
@@ -87,11 +88,13 @@ def scan(
     batch: list[AccessEvent] = []
     append = batch.append
     process_batch = eng.process_batch
-    for e in events:
-        append(e)
-        if len(batch) >= 4096:
-            take(process_batch(batch))
-            batch.clear()
+    # Detection keeps this process's CPU busy: a parallel reader feeding it leaves it one.
+    with consumer_cpus(1):
+        for e in events:
+            append(e)
+            if len(batch) >= 4096:
+                take(process_batch(batch))
+                batch.clear()
     take(process_batch(batch))
     take(eng.flush())
     st = eng.stats

@@ -511,3 +511,28 @@ def test_small_inputs_never_measure_idle_cpus(monkeypatch: pytest.MonkeyPatch, t
     small.write_bytes(b"".join(json.dumps(json.loads(line)).encode() + b"\n" for _ in range(3)))
     with small.open("rb") as f:
         assert len(list(fhir_json.read(f, str(small), Quarantine()))) == 3
+
+
+def test_a_busy_consumer_gets_one_reading_worker_beside_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under `consumer_cpus(1)` (scan's detection), a 2-CPU machine reads with one worker
+    process, even when the idle-CPU sample is low; SENTINELLE_WORKERS=1 still means none."""
+    monkeypatch.setattr(fhir_json, "PARALLEL_MIN_BYTES", 1000)
+    monkeypatch.setattr(fhir_json.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv("SENTINELLE_WORKERS", raising=False)
+    path = _big_file(tmp_path)
+    for idle, alone, beside in ((2.0, 2, 1), (1.3, None, 1), (0.2, None, 1)):
+        monkeypatch.setattr(fhir_json, "_idle_cpus", lambda cpus, interval=0.1, idle=idle: idle)
+        with path.open("rb") as f:
+            plan = fhir_json._parallel_plan(f)
+            assert (plan[3] if plan else None) == alone
+            with fhir_json.consumer_cpus(1):
+                plan = fhir_json._parallel_plan(f)
+            assert (plan[3] if plan else None) == beside
+    monkeypatch.setenv("SENTINELLE_WORKERS", "1")
+    with path.open("rb") as f, fhir_json.consumer_cpus(1):
+        assert fhir_json._parallel_plan(f) is None
+    with fhir_json.consumer_cpus(1):
+        events = list(open_events([path], Quarantine()))
+    monkeypatch.delenv("SENTINELLE_WORKERS")
+    with fhir_json.consumer_cpus(1):
+        assert list(open_events([path], Quarantine())) == events
