@@ -74,7 +74,6 @@ struct TextHash {
 
 enum Part { AGENT, SOURCE, TYPE, SUBTYPE, CATEGORY, CODE, OUTCOME, PURPOSE, AUTHORIZATION, N_PARTS };
 
-struct Batch;
 struct Extracted;
 
 struct AgentCut {
@@ -99,7 +98,7 @@ struct FastObject {
     ondemand::parser *parser;
     ondemand::parser *agent_parser;
     std::string *buffer;        // the line or lines, padded for simdjson
-    Batch *batch;               // strings of the lines being read
+    Extracted *extracted;       // what `extract` found in the current line
     std::string *agent_buffer;  // the agent array, padded, when sessions are looked for
     std::string *key;           // scratch: the memo key
     // What was cut from each distinct raw agent array (the blanked array, the session):
@@ -393,46 +392,33 @@ void agent_sessions(FastObject *self, std::string_view agents, std::vector<Cut> 
 
 // -- what one line says, before any Python object exists ---------------------------------
 //
-// Two phases: `extract` parses a line and finds everything it can without Python (strings
-// are copied into an arena, since simdjson's views die with the next parse); `build` then
-// asks Python for the contexts and query categories, and creates the AccessEvent. Any
-// Decline in either phase sends the line to the Python path. (A variant that ran phase 1
-// without the GIL on two threads was measured slower than the two worker processes
-// fhir_json already uses, so a line at a time it is.)
-
-struct Span {
-    uint32_t at, len;
-};
+// Two phases: `extract` parses a line and finds everything it can without Python; `build`
+// asks Python for the context (on a memo miss) and the query categories, and creates the
+// AccessEvent. Any Decline in either sends the line to the Python path. The views
+// `extract` keeps point into the line's buffer, simdjson's string buffer and the agent
+// memo: all stay valid until the next line, and `build` runs before it.
 
 struct Extracted {
-    bool ok = false;             // false: declined, the Python path reads the line
-    Span id{}, session{}, key{}, blanked{}, action{}, desc{};
+    std::string_view id, session, blanked, action, desc;
     bool has_action = false, has_desc = false, has_query = false;
     int64_t time = 0;
     long mask = 0;
-    uint32_t patients_at = 0, patients_n = 0;  // in Batch::spans
-    uint32_t queries_at = 0, queries_n = 0;    // decoded query texts, in Batch::spans
-    const Ctx *ctx = nullptr;    // found in the memo; nullptr: ask in `build` (key, parts...)
+    long others = 0;  // data entities (not Patient-role ones) seen
+    std::vector<std::string_view> patients;
+    std::vector<std::string> queries;  // decoded query texts (the first `n_queries`)
+    size_t n_queries = 0;
+    const Ctx *ctx = nullptr;  // found in the memo; nullptr: `resolve` asks Python
     uint64_t serial = 0;
-    long others = 0;             // data entities (not Patient-role ones) seen
-    std::string_view parts[N_PARTS];  // raw parts, into the batch's padded buffer (misses only)
-    std::string_view line;       // the line itself, into the batch's buffer
-};
+    std::string_view parts[N_PARTS];  // raw parts, for `resolve`
 
-struct Batch {
-    std::string arena;
-    std::vector<Span> spans;
-    std::string decoded;  // scratch for base64
-
-    Span keep(std::string_view s) {
-        Span sp{(uint32_t)arena.size(), (uint32_t)s.size()};
-        arena.append(s);
-        return sp;
-    }
-    std::string_view view(Span s) const { return std::string_view(arena.data() + s.at, s.len); }
-    void clear() {
-        arena.clear();
-        spans.clear();
+    void reset() {  // keeps the vectors' capacity from line to line
+        id = session = blanked = action = desc = {};
+        has_action = has_desc = has_query = false;
+        time = mask = others = 0;
+        patients.clear();
+        n_queries = 0;
+        ctx = nullptr;
+        serial = 0;
     }
 };
 
@@ -474,10 +460,8 @@ CodingView coding_of(ondemand::value v) {
     return c;
 }
 
-void touched_of(FastObject *self, ondemand::array entities, Batch &batch, Extracted &out) {
+void touched_of(FastObject *self, ondemand::array entities, Extracted &out) {
     long others = 0;
-    out.patients_at = (uint32_t)batch.spans.size();
-    std::vector<Span> queries;
     for (auto item : entities) {
         ondemand::object e;
         if (item.get_object().get(e)) throw Decline{};
@@ -532,8 +516,9 @@ void touched_of(FastObject *self, ondemand::array entities, Batch &batch, Extrac
         if (code == "24") {
             out.has_query = true;
             if (has_query && !query.empty()) {
-                if (!b64_decode(query, batch.decoded)) throw Decline{};  // raw text as query: rare, Python
-                queries.push_back(batch.keep(batch.decoded));
+                if (out.n_queries == out.queries.size()) out.queries.emplace_back();
+                if (!b64_decode(query, out.queries[out.n_queries])) throw Decline{};  // not base64: rare, Python
+                ++out.n_queries;
             } else if (has_description && !description.empty()) {
                 throw Decline{};
             }
@@ -545,11 +530,10 @@ void touched_of(FastObject *self, ondemand::array entities, Batch &batch, Extrac
         const std::string_view rtype = ref.substr(0, slash);
         if (ref.find('/', slash + 1) != std::string_view::npos || ref.find(':') != std::string_view::npos)
             throw Decline{};
-        auto add_patient = [&](std::string_view r) {
-            for (uint32_t i = out.patients_at; i < out.patients_at + out.patients_n; ++i)
-                if (batch.view(batch.spans[i]) == r) return;
-            batch.spans.push_back(batch.keep(r));
-            ++out.patients_n;
+        auto add_patient = [&out](std::string_view r) {
+            for (std::string_view p : out.patients)
+                if (p == r) return;
+            out.patients.push_back(r);
         };
         if (code == "1") {
             if (rtype != "Patient") throw Decline{};
@@ -566,9 +550,6 @@ void touched_of(FastObject *self, ondemand::array entities, Batch &batch, Extrac
         auto found = self->categories->find(std::string(rtype));
         if (found != self->categories->end()) out.mask |= found->second;
     }
-    out.queries_at = (uint32_t)batch.spans.size();
-    out.queries_n = (uint32_t)queries.size();
-    batch.spans.insert(batch.spans.end(), queries.begin(), queries.end());
     out.others = others;  // the identity rule needs the query categories: `build` applies it
 }
 
@@ -629,25 +610,20 @@ void key_of(std::string &key, uint64_t serial, const std::string_view parts[N_PA
     put(key, has_desc, desc);
 }
 
-// Phase 2, on a miss: the context from the memo (an earlier line of the batch may have
-// added it) or from Python. nullptr: the parts make no usable context (Python says why).
-const Ctx *resolve(FastObject *self, const Batch &batch, const Extracted &e) {
-    const std::string_view key = batch.view(e.key);
-    auto found = self->memo->find(key);
-    if (found != self->memo->end()) {
-        ++self->hits;
-        return &found->second;
-    }
+// On a memo miss: the context from Python, memoised under the key `extract` left in
+// `self->key`. nullptr: the parts make no usable context (the Python path says why).
+const Ctx *resolve(FastObject *self, const Extracted &e) {
+    const std::string &key = *self->key;
     ++self->misses;
     PyObject *args[12];
     int n = 0;
     args[n++] = PyLong_FromUnsignedLongLong(e.serial);
-    const std::string_view agent = batch.view(e.blanked);
-    args[n++] = PyBytes_FromStringAndSize(agent.data(), (Py_ssize_t)agent.size());
+    args[n++] = PyBytes_FromStringAndSize(e.blanked.data(), (Py_ssize_t)e.blanked.size());
     for (int p = SOURCE; p < N_PARTS; ++p) args[n++] = PyBytes_FromStringAndSize(e.parts[p].data(), (Py_ssize_t)e.parts[p].size());
-    const std::string_view action = batch.view(e.action), desc = batch.view(e.desc);
-    args[n++] = e.has_action ? PyUnicode_DecodeUTF8(action.data(), (Py_ssize_t)action.size(), "strict") : Py_NewRef(Py_None);
-    args[n++] = e.has_desc ? PyUnicode_DecodeUTF8(desc.data(), (Py_ssize_t)desc.size(), "strict") : Py_NewRef(Py_None);
+    args[n++] = e.has_action ? PyUnicode_DecodeUTF8(e.action.data(), (Py_ssize_t)e.action.size(), "strict")
+                             : Py_NewRef(Py_None);
+    args[n++] = e.has_desc ? PyUnicode_DecodeUTF8(e.desc.data(), (Py_ssize_t)e.desc.size(), "strict")
+                           : Py_NewRef(Py_None);
     bool ok = true;
     for (int i = 0; i < n; ++i) ok = ok && args[i] != nullptr;
     PyObject *c = ok ? PyObject_Vectorcall(self->context_of, args, (size_t)n, nullptr) : nullptr;
@@ -663,18 +639,16 @@ const Ctx *resolve(FastObject *self, const Batch &batch, const Extracted &e) {
     }
     Py_DECREF(c);
     if (!usable) return nullptr;
-    // Never cleared here: contexts found in phase 1 are still in use. `begin` clears.
-    return &self->memo->emplace(std::string(key), ctx).first->second;
+    // Never cleared here (the current line may hold a context of the memo): `begin` clears.
+    return &self->memo->emplace(key, ctx).first->second;
 }
 
 // -- phase 1: one line, no Python ---------------------------------------------------------
 
-void extract(FastObject *self, std::string_view line, Batch &batch, Extracted &out) {
-    out = Extracted{};
-    out.line = line;
+// `line` must be followed by SIMDJSON_PADDING readable bytes (Fast_line's buffer is).
+void extract(FastObject *self, std::string_view line, Extracted &out) {
+    out.reset();
     ondemand::document doc;
-    // The batch buffer holds SIMDJSON_PADDING bytes after its last line; what follows a
-    // line inside the buffer is the padding simdjson reads past it.
     if (self->parser->iterate(line.data(), line.size(), line.size() + SIMDJSON_PADDING).get(doc)) throw Decline{};
     ondemand::object top;
     if (doc.get_object().get(top)) throw Decline{};
@@ -716,7 +690,7 @@ void extract(FastObject *self, std::string_view line, Batch &batch, Extracted &o
             bit = 1u << 5;
             ondemand::array arr;
             if (v.get_array().get(arr)) throw Decline{};
-            touched_of(self, arr, batch, out);
+            touched_of(self, arr, out);
         } else if (k == "agent") {
             bit = 1u << 6, part = AGENT;
         } else if (k == "source") {
@@ -782,8 +756,8 @@ void extract(FastObject *self, std::string_view line, Batch &batch, Extracted &o
     }
     const AgentCut &agent = known->second;
     out.serial = agent.serial;
-    out.session = batch.keep(agent.session);
-    out.id = batch.keep(id);
+    out.session = agent.session;
+    out.id = id;
 
     std::string &key = *self->key;
     key_of(key, agent.serial, parts, out.has_action, action, out.has_desc, desc);
@@ -798,15 +772,13 @@ void extract(FastObject *self, std::string_view line, Batch &batch, Extracted &o
             self->last_ctx = out.ctx;
             ++self->hits;
         } else {
-            // A miss: keep what `resolve` needs to ask Python.
-            out.key = batch.keep(key);
-            out.blanked = batch.keep(agent.cut ? std::string_view(agent.blanked) : agents);
-            out.action = batch.keep(action);
-            out.desc = batch.keep(desc);
+            // A miss: keep what `resolve` needs to ask Python (the key stays in self->key).
+            out.blanked = agent.cut ? std::string_view(agent.blanked) : agents;
+            out.action = action;
+            out.desc = desc;
             for (int p = 0; p < N_PARTS; ++p) out.parts[p] = parts[p];
         }
     }
-    out.ok = true;
 }
 
 // -- phase 2: the Python objects ----------------------------------------------------------
@@ -817,17 +789,17 @@ inline PyObject *utf8(std::string_view s) {
 
 // The AccessEvent of an extracted line; Decline (with or without a Python error) when the
 // Python path must read it.
-PyObject *build(FastObject *self, const Batch &batch, const Extracted &e) {
+PyObject *build(FastObject *self, const Extracted &e) {
     const Ctx *ctx = e.ctx;
     if (ctx == nullptr) {
-        ctx = resolve(self, batch, e);
+        ctx = resolve(self, e);
         if (ctx == nullptr) throw Decline{};
     }
     long mask = e.mask;
     const long others = e.others;
     PyObject *query = nullptr;
-    for (uint32_t i = e.queries_at; i < e.queries_at + e.queries_n; ++i) {
-        PyObject *text = utf8(batch.view(batch.spans[i]));
+    for (size_t i = 0; i < e.n_queries; ++i) {
+        PyObject *text = utf8(e.queries[i]);
         if (text == nullptr) {
             Py_XDECREF(query);
             throw Decline{};  // not UTF-8: "replace" decoding is the Python path's
@@ -847,7 +819,7 @@ PyObject *build(FastObject *self, const Batch &batch, const Extracted &e) {
             Py_DECREF(text);
         }
     }
-    if (e.patients_n > 0 && others == 0 && !(mask & ~self->mask_national)) mask |= self->mask_identity;
+    if (!e.patients.empty() && others == 0 && !(mask & ~self->mask_national)) mask |= self->mask_identity;
     if (query == nullptr) query = PyUnicode_FromStringAndSize("", 0);
 
     PyObject *act = ctx->action, *address = ctx->address;
@@ -858,21 +830,21 @@ PyObject *build(FastObject *self, const Batch &batch, const Extracted &e) {
             act = self->other, address = ctx->addr_other;
         }
     }
-    PyObject *patients = PyTuple_New((Py_ssize_t)e.patients_n);
+    PyObject *patients = PyTuple_New((Py_ssize_t)e.patients.size());
     bool ok = patients != nullptr && query != nullptr;
-    for (uint32_t i = 0; ok && i < e.patients_n; ++i) {
-        PyObject *s = utf8(batch.view(batch.spans[e.patients_at + i]));
+    for (size_t i = 0; ok && i < e.patients.size(); ++i) {
+        PyObject *s = utf8(e.patients[i]);
         if (s == nullptr) {
             ok = false;
             break;
         }
         PyTuple_SET_ITEM(patients, (Py_ssize_t)i, s);
     }
-    PyObject *id_obj = ok ? utf8(batch.view(e.id)) : nullptr;
+    PyObject *id_obj = ok ? utf8(e.id) : nullptr;
     PyObject *time_obj = ok ? PyLong_FromLongLong(e.time) : nullptr;
     PyObject *mask_obj = ok ? PyLong_FromLong(mask) : nullptr;
     PyObject *session_obj = nullptr;
-    if (ok) session_obj = e.session.len == 0 ? Py_NewRef(ctx->session) : utf8(batch.view(e.session));
+    if (ok) session_obj = e.session.empty() ? Py_NewRef(ctx->session) : utf8(e.session);
     PyObject *event = nullptr;
     if (ok && id_obj && time_obj && mask_obj && session_obj) {
         PyObject *args[15] = {id_obj,       time_obj,    ctx->account, act,         ctx->actor_kind,
@@ -890,8 +862,8 @@ PyObject *build(FastObject *self, const Batch &batch, const Extracted &e) {
     return event;
 }
 
-// Before a batch (with the GIL): drop the memo when it is full. Only here, so that the
-// contexts phase 1 finds stay alive until phase 2 has used them.
+// Before a line: drop the memo when it is full. Only here, so that a context `extract`
+// found stays alive until `build` has used it.
 void begin(FastObject *self) {
     if (self->memo->size() >= MEMO_LIMIT) Fast_clear_memo(self);
 }
@@ -928,11 +900,9 @@ PyObject *Fast_line(FastObject *self, PyObject *arg) {
         std::string &buf = *self->buffer;
         buf.assign(data, (size_t)size);
         buf.append(SIMDJSON_PADDING, '\0');
-        Batch &batch = *self->batch;
-        batch.clear();
-        Extracted e;
-        extract(self, std::string_view(buf.data(), (size_t)size), batch, e);
-        return build(self, batch, e);
+        Extracted &e = *self->extracted;
+        extract(self, std::string_view(buf.data(), (size_t)size), e);
+        return build(self, e);
     } catch (Decline &) {
         if (!declined(self)) return nullptr;
         Py_RETURN_NONE;
@@ -985,7 +955,7 @@ void Fast_dealloc(FastObject *self) {
     delete self->parser;
     delete self->agent_parser;
     delete self->buffer;
-    delete self->batch;
+    delete self->extracted;
     delete self->agent_buffer;
     delete self->key;
     delete self->cuts;
@@ -1013,7 +983,7 @@ PyObject *Fast_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         self->parser = new ondemand::parser();
         self->agent_parser = new ondemand::parser();
         self->buffer = new std::string();
-        self->batch = new Batch();
+        self->extracted = new Extracted();
         self->agent_buffer = new std::string();
         self->key = new std::string();
         self->cuts = new std::unordered_map<std::string, AgentCut, TextHash, std::equal_to<>>();
