@@ -108,26 +108,10 @@ class AutomationDetector(Detector):
             if state.seq_run + 1 == s.sequence_hint_run <= s.sequence_min_run:
                 # a short run is only a hint (ward patients admitted together can have
                 # neighbouring identifiers): it confirms other evidence, it never alerts alone
-                patients, _ = recent_since(a, state.seq_first, 50)
-                out.append(self.signal(obs, s.sequence_hint_score, "enumeration", [ev(
-                    "automation.sequential_ids_short",
-                    f"{fmt_int(state.seq_run + 1, 'fr')} patients ouverts à la suite dans l'ordre de leurs "
-                    "identifiants",
-                    f"{fmt_int(state.seq_run + 1, 'en')} patients opened in a row in the order of their "
-                    "identifiers",
-                    run=state.seq_run + 1,
-                )], patients=tuple(patients), first_time=state.seq_first))
+                out.append(self._in_order(state, obs, s.sequence_hint_score, "automation.sequential_ids_short"))
             if state.seq_run >= s.sequence_min_run and state.seq_run >= state.seq_emitted * 2:
                 state.seq_emitted = state.seq_run
-                patients, _ = recent_since(a, state.seq_first, 50)
-                out.append(self.signal(obs, 0.8, "enumeration", [ev(
-                    "automation.sequential_ids",
-                    f"{fmt_int(state.seq_run + 1, 'fr')} patients ouverts à la suite dans l'ordre de leurs "
-                    "identifiants",
-                    f"{fmt_int(state.seq_run + 1, 'en')} patients opened in a row in the order of their "
-                    "identifiers",
-                    run=state.seq_run + 1,
-                )], patients=tuple(patients), first_time=state.seq_first))
+                out.append(self._in_order(state, obs, 0.8, "automation.sequential_ids"))
         elif state.seq_run:
             state.seq_run = 0
         # continuity, for people
@@ -164,6 +148,17 @@ class AutomationDetector(Detector):
                     usual=round(state.id_usual, 3),
                 )]))
         return out or None
+
+    def _in_order(self, state: AutomationState, obs: Observation, score: float, code: str) -> Signal:
+        """The signal of the run of patients opened in the order of their identifiers."""
+        patients, _ = recent_since(obs.acc, state.seq_first, 50)
+        run = state.seq_run + 1
+        return self.signal(obs, score, "enumeration", [ev(
+            code,
+            f"{fmt_int(run, 'fr')} patients ouverts à la suite dans l'ordre de leurs identifiants",
+            f"{fmt_int(run, 'en')} patients opened in a row in the order of their identifiers",
+            run=run,
+        )], patients=tuple(patients), first_time=state.seq_first)
 
     def _cadence(self, state: AutomationState, obs: Observation) -> Signal | None:
         a = obs.acc
