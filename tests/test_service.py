@@ -207,6 +207,25 @@ def _reads(first: int, n: int, account: str = "intruder") -> bytes:
                                            event_id=f"r-{first + k}")).encode() + b"\n" for k in range(n))
 
 
+def test_a_large_bulk_decoded_by_a_worker_names_bad_lines_across_its_pieces(tmp_path: Path) -> None:
+    """A body of several 2 MiB pieces (the worker path): each bad line is named by its line in the body."""
+    lines = _reads(0, 9000).splitlines(keepends=True)
+    bad = [3, 4100, 8999]  # 1-based: in the first, second or third piece, and the last line
+    for n in bad:
+        lines[n - 1] = b'{"resourceType": "AuditEvent", "id": \n'
+    body = b"".join(lines)
+    assert len(body) > (4 << 20)  # at least three pieces
+    with running(tmp_path, intake={"decode_workers": 1}) as svc:
+        r = httpx.post(f"{svc.url}/fhir/AuditEvent/$bulk", content=body, headers=NDJSON, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-sentinelle-new"] == str(9000 - len(bad))
+        named = [i["location"][0] for i in r.json()["issue"] if i["severity"] == "error"]
+        assert named == [f"line {n}" for n in bad]
+    with LedgerReader.open(f"sqlite:///{tmp_path / 'ledger.db'}") as reader:
+        ids = {s.event.id for s in reader.events() if s.event.source == "dpi-main"}
+    assert len(ids) == 9000 - len(bad) and "r-4099" not in ids and "r-4100" in ids
+
+
 def _episode_versions(svc: Service, account: str) -> list[tuple[str, int]]:
     return sorted((s.alert.episode, s.alert.version) for s in svc.store.query(account=account, latest=False).items)
 

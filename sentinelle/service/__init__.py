@@ -833,18 +833,22 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _split_lines(body: bytes, size: int) -> list[tuple[bytes, int]]:
-    """Pieces of about `size` bytes cut at line ends, each with the number of its first line."""
-    out: list[tuple[bytes, int]] = []
+def _split_lines(body: bytes, size: int) -> list[tuple[memoryview, int]]:
+    """Pieces of about `size` bytes cut at line ends, each with the number of its first line.
+
+    Views into `body`, not copies: a bulk body is megabytes and is copied once more anyway,
+    into the message to the decoding worker.
+    """
+    out: list[tuple[memoryview, int]] = []
+    view = memoryview(body)
     start = 0
     line = 1
     n = len(body)
     while start < n:
         end = body.find(b"\n", min(n, start + size) - 1)
         end = n if end < 0 else end + 1
-        piece = body[start:end]
-        out.append((piece, line))
-        line += piece.count(b"\n")
+        out.append((view[start:end], line))
+        line += body.count(b"\n", start, end)
         start = end
     return out
 

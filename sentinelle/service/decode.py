@@ -183,6 +183,15 @@ class _Task(msgspec.Struct, array_like=True):
     first_line: int
 
 
+class _TaskOut(msgspec.Struct, array_like=True):
+    """A `_Task` as the service sends it: the body is a view into the request's (no copy of its own)."""
+
+    body: memoryview
+    origin: str
+    source: str
+    first_line: int
+
+
 _encode_msg = msgspec.msgpack.Encoder().encode
 _decode_task = msgspec.msgpack.Decoder(_Task).decode
 _decode_answer = msgspec.msgpack.Decoder(_Decoded).decode
@@ -252,7 +261,7 @@ class _DecodeWorkers:
         _send(proc.stdin, self._keys)
         return proc
 
-    def _call(self, task: _Task) -> _Decoded:
+    def _call(self, task: _TaskOut) -> _Decoded:
         proc = self._idle.get()
         answer: bytes | None = None
         try:
@@ -268,13 +277,14 @@ class _DecodeWorkers:
             proc = self._spawn()
             self._all.append(proc)
             self._idle.put(proc)
-            return _decode_in_worker(task.body, task.origin, task.source, task.first_line, warm=False)
+            return _decode_in_worker(bytes(task.body), task.origin, task.source, task.first_line, warm=False)
         self._idle.put(proc)
         return _decode_answer(answer)
 
-    async def decode(self, body: bytes, origin: str, source: str, first_line: int) -> _Decoded:
+    async def decode(self, body: bytes | memoryview, origin: str, source: str, first_line: int) -> _Decoded:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, self._call, _Task(body, origin, source, first_line))
+        return await loop.run_in_executor(self._threads, self._call,
+                                          _TaskOut(memoryview(body), origin, source, first_line))
 
     def close(self) -> None:
         for proc in self._all:

@@ -231,13 +231,17 @@ def create_app(service: Service) -> FastAPI:
             if size > limit:
                 await drain(request, size)
                 raise Problem(413, "too-costly", f"body of {size:,} bytes is over the limit of {limit:,} bytes")
-        buf = bytearray()
+        # The chunks are joined once at the end: growing one buffer copies a bulk body
+        # several times over, and copying it again into bytes once more.
+        chunks: list[bytes] = []
+        seen = 0
         async for chunk in request.stream():
-            buf += chunk
-            if len(buf) > limit:
-                await drain(request, len(buf))
+            chunks.append(chunk)
+            seen += len(chunk)
+            if seen > limit:
+                await drain(request, seen)
                 raise Problem(413, "too-costly", f"body over the limit of {limit:,} bytes")
-        data = bytes(buf)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if request.headers.get("content-encoding", "").strip().lower() == "gzip":
             data = gunzip(data, limit)
         return data
