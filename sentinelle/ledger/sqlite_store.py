@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,9 @@ from sentinelle.ledger.store import BatchRow, CheckpointRow, EventRow, KeyConfli
 
 __all__ = ["SqliteStore"]
 
+#: Rows per INSERT statement: 9 x 256 = 2,304 parameters (SQLite allows 32,766 since 3.32, 999 before).
+_ROWS = 256 if sqlite3.sqlite_version_info >= (3, 32) else 64
+
 
 class SqliteStore(SqlStore):
     """A ledger in one SQLite file."""
@@ -29,6 +33,7 @@ class SqliteStore(SqlStore):
         self.url = url
         self.path = Path(path)
         self._lock_file: IO[bytes] | None = None
+        self._multi_sql: dict[int, str] = {}
         try:
             if self.path.parent and not self.path.parent.exists():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +88,7 @@ class SqliteStore(SqlStore):
         try:
             c.execute("BEGIN IMMEDIATE")
             if events:
-                c.executemany(self._insert_sql("events", 9), events)
+                self._insert_events(events)
             if batch is not None:
                 c.execute(self._insert_sql("batches", 5), batch)
             if nodes:
@@ -104,6 +109,28 @@ class SqliteStore(SqlStore):
             with contextlib.suppress(sqlite3.Error):
                 c.execute("ROLLBACK")
             raise LedgerError(f"{self.path}: cannot commit a batch ({exc})") from exc
+
+    def _insert_events(self, events: Sequence[EventRow]) -> None:
+        """Insert rows with multi-row statements of at most `_ROWS` rows.
+
+        Why not `executemany`: Python's sqlite3 releases the GIL around every row's step,
+        and while another thread of the service runs Python (detection, HTTP) the writer
+        then waits up to the interpreter's switch interval (5 ms) to get it back, row
+        after row. A few statements per batch release it a few times. Statement sizes are
+        powers of two, so at most nine are ever prepared (the connection caches them).
+        """
+        c = self.conn
+        chain = itertools.chain.from_iterable
+        i, n, size = 0, len(events), _ROWS
+        while i < n:
+            while size > n - i:
+                size //= 2
+            sql = self._multi_sql.get(size)
+            if sql is None:
+                sql = self._multi_sql[size] = f"INSERT INTO {self.t('events')} VALUES " + ", ".join(
+                    [f"({', '.join(['?'] * 9)})"] * size)
+            c.execute(sql, list(chain(events[i:i + size])))
+            i += size
 
     def close(self) -> None:
         """Close the connection and release the writer lock."""
