@@ -32,6 +32,7 @@ from service_kit import (
     write_context,
 )
 
+from sentinelle.context import CareContext
 from sentinelle.detect import Alert
 from sentinelle.errors import ConfigError
 from sentinelle.ledger import LedgerReader, load_keyring, verify
@@ -230,10 +231,18 @@ def _episode_versions(svc: Service, account: str) -> list[tuple[str, int]]:
     return sorted((s.alert.episode, s.alert.version) for s in svc.store.query(account=account, latest=False).items)
 
 
-def test_restart_continues_the_episode_and_raises_nothing_twice(tmp_path: Path) -> None:
-    ctx = decoy_context()
+@pytest.mark.parametrize("detection", ["thread", "process"])
+def test_restart_continues_the_episode_and_raises_nothing_twice(tmp_path: Path, detection: str) -> None:
+    # Detection in a thread of the service (a context object given to it), or in a process
+    # of its own (the context from files): the same restart semantics.
+    if detection == "thread":
+        ctx: CareContext | None = decoy_context()
+        cfg = service_config(tmp_path, snapshot_seconds=0.2)
+    else:
+        ctx = None
+        cfg = service_config(tmp_path, snapshot_seconds=0.2, context=[str(write_context(tmp_path / "ctx"))],
+                             intake={"detection_process": 1})
     raised: list[Alert] = []
-    cfg = service_config(tmp_path, snapshot_seconds=0.2)
     svc = Service(cfg, context=ctx)
     svc.on_alert(lambda a, _: raised.append(a))
     svc.start_background()
@@ -280,14 +289,47 @@ def test_restart_continues_the_episode_and_raises_nothing_twice(tmp_path: Path) 
     third: list[Alert] = []
     svc3 = Service(cfg, context=ctx)
     svc3.on_alert(lambda a, _: third.append(a))
-    svc3.start()
+    svc3.start_background()
     try:
         assert svc3.replayed >= 27 and third == []
-        assert svc3.engine is not None
-        ep = svc3.engine.accounts["intruder"].episode
-        assert ep is not None and ep.id == episode and ep.version == last
+        assert (svc3.engine is not None) == (detection == "thread")
+        if svc3.engine is not None:
+            ep = svc3.engine.accounts["intruder"].episode
+            assert ep is not None and ep.id == episode and ep.version == last
+        r = httpx.post(f"{svc3.url}/fhir/AuditEvent/$bulk", content=_reads(50, 40), headers=NDJSON)
+        assert r.status_code == 200
+        assert svc3.wait_detected(10)
+        assert third and [(a.episode, a.version) for a in third] == [
+            (episode, v) for v in range(last + 1, last + 1 + len(third))]
     finally:
-        svc3.close()
+        svc3.stop()
+
+
+def test_a_dead_detection_process_loses_no_event_and_the_restart_detects_them(tmp_path: Path) -> None:
+    cfg = service_config(tmp_path, context=[str(write_context(tmp_path / "ctx"))], intake={"detection_process": 1})
+    svc = Service(cfg)
+    svc.start_background()
+    try:
+        assert svc._remote is not None
+        svc._remote._proc.kill()
+        svc._remote._proc.wait()
+        r = httpx.post(f"{svc.url}/fhir/AuditEvent", headers=SRC,
+                       content=json.dumps(audit_event(0, account="intruder", patient=DECOYS[0])).encode())
+        assert r.status_code == 201  # stored and acknowledged: detection is not on the durable path
+        deadline = time.monotonic() + 10
+        while svc.failed is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert svc.failed is not None and "stopped answering" in str(svc.failed)
+    finally:
+        svc.stop()
+    raised: list[Alert] = []
+    svc2 = Service(cfg)
+    svc2.on_alert(lambda a, _: raised.append(a))
+    svc2.start()
+    try:
+        assert [(a.kind, a.account) for a in raised] == [("decoy", "intruder")]
+    finally:
+        svc2.close()
 
 
 # ---- kill -9 ----------------------------------------------------------------------------------------

@@ -97,6 +97,7 @@ from sentinelle.service.decode import (
     decode_body,
     decoded_events,
 )
+from sentinelle.service.detection import DetectionProcess, detect_worker_main
 from sentinelle.service.intake import (
     BusyError,
     ClosingError,
@@ -143,6 +144,8 @@ log = logging.getLogger("sentinelle.service")
 #: Source name of the service's own audit records (who called the API): they go to the
 #: ledger, tamper-evident like everything else, but not through detection.
 API_SOURCE = "sentinelle-api"
+#: Ledger events replayed into detection at a time after a restart.
+_REPLAY_BATCH = 2_000
 
 
 # ======================================================================================
@@ -162,7 +165,8 @@ class Service:
         self._context = context
         self.intake = IntakeQueue(config.intake.queue_events)
         self.ports: dict[str, int] = {}
-        self.engine: Engine | None = None
+        self.engine: Engine | None = None  # detection in this process (else `_remote`)
+        self._remote: DetectionProcess | None = None  # detection in a process of its own
         self.engine_seq = -1
         self.replayed = 0
         self.stored = 0
@@ -205,11 +209,11 @@ class Service:
         for name, path in cfg.mappings.items():
             self._mappings[name] = load_mapping(path)
         context = self._context
-        if context is None:
+        if context is None and not self._detection_apart():
             context = (CareContext.load(cfg.context, quarantine=self.quarantine,
                                         mapping=cfg.context_mapping or None)
                        if cfg.context else CareContext.from_resources([]))
-        self.context = context
+        self.context = context  # None when detection runs in its own process, which loads it
         self.ledger = Ledger.open(settings=cfg.ledger)
         try:
             self.store = AlertStore(self.state_dir / "alerts.db")
@@ -258,6 +262,17 @@ class Service:
                                     console_url=m.console_url))
         return out
 
+    def _detection_apart(self) -> bool:
+        """Whether detection runs in a process of its own (`intake.detection_process`).
+
+        Only when the care context comes from files (the process loads them): a context
+        object handed to `Service` keeps detection in this process.
+        """
+        if self._context is not None:
+            return False
+        setting = self.config.intake.detection_process
+        return setting > 0 or (setting < 0 and (os.cpu_count() or 1) >= 2)
+
     def _start_pool(self) -> None:
         workers = self.config.intake.decode_workers
         if workers < 0:
@@ -290,16 +305,27 @@ class Service:
         return meta, body
 
     def _restore(self) -> None:
-        """Engine from the snapshot, then the ledger events after it, through the same `process`."""
+        """Engine from the snapshot, then the ledger events after it, through the same `_detect`."""
         ledger = self.ledger
         after = -1
-        engine: Engine | None = None
+        body = b""
         snap = self._read_snapshot()
         if snap is not None:
             meta, body = snap
             if meta.ledger != ledger.ledger_id or meta.seq >= ledger.size:
                 log.warning("The engine snapshot belongs to another ledger (or is ahead of it); ignored.")
-            else:
+                body = b""
+        if self.context is None:
+            cfg = self.config
+            self._remote = DetectionProcess(cfg.context, cfg.context_mapping,
+                                            str(self.state_dir / "quarantine.jsonl"), dict(cfg.detection), body)
+            if body and self._remote.restored:
+                after = snap[0].seq if snap is not None else -1
+            elif body:
+                log.warning("The engine snapshot was not used (%s); replaying the whole ledger.", self._remote.note)
+        else:
+            engine: Engine | None = None
+            if body:
                 try:
                     restored = Engine.restore(self.context, body)
                 except Exception as exc:
@@ -309,30 +335,59 @@ class Service:
                     if restored.settings != self.detection_settings:
                         log.warning("Detection settings changed since the snapshot; replaying the whole ledger.")
                     else:
-                        engine, after = restored, meta.seq
-        self.engine = engine or Engine(self.context, self.detection_settings)
+                        engine = restored
+                        after = snap[0].seq if snap is not None else -1
+            self.engine = engine or Engine(self.context, self.detection_settings)
         self.engine_seq = after
-        process = self.engine.process
         n = 0
         protector = ledger.protector
         assert protector is not None
+        batch: list[AccessEvent] = []
+        last = after
         for seq, rec in ledger.records(after + 1):
             if rec is None or rec.kind != KIND_EVENT or rec.source == API_SOURCE:
                 continue
-            alerts = process(protector.reveal(rec))
-            n += 1
-            if alerts:
-                self._raise(alerts)
-            self.engine_seq = seq
+            batch.append(protector.reveal(rec))
+            last = seq
+            if len(batch) >= _REPLAY_BATCH:
+                self._replay(batch, last)
+                n += len(batch)
+                batch = []
+        if batch:
+            self._replay(batch, last)
+            n += len(batch)
         self.engine_seq = ledger.size - 1
         self.replayed = n
         if n:
             self._write_snapshot()
 
-    def _write_snapshot(self) -> None:
+    def _replay(self, events: list[AccessEvent], last_seq: int) -> None:
+        alerts = self._detect(events)
+        if alerts:
+            self._raise(alerts)
+        self.engine_seq = last_seq
+
+    def _detect(self, events: list[AccessEvent]) -> list[Alert]:
+        """The alerts of events in ledger order: in the detection process, or in this one."""
+        if self._remote is not None:
+            return self._remote.process(events)
         assert self.engine is not None
+        process = self.engine.process
+        out: list[Alert] = []
+        for e in events:
+            found = process(e)
+            if found:
+                out += found
+        return out
+
+    def _write_snapshot(self) -> None:
         meta = _Snapshot(1, self.ledger.ledger_id, self.engine_seq, int(time.time() * 1000))
-        data = msgspec.json.encode(meta) + b"\n" + self.engine.snapshot()
+        if self._remote is not None:
+            state = self._remote.snapshot()
+        else:
+            assert self.engine is not None
+            state = self.engine.snapshot()
+        data = msgspec.json.encode(meta) + b"\n" + state
         tmp = self.snapshot_path.with_suffix(".tmp")
         with open(tmp, "wb") as f:
             f.write(data)
@@ -425,8 +480,6 @@ class Service:
 
     # ---- the detection thread ----------------------------------------------------------
     def _detect_loop(self) -> None:
-        assert self.engine is not None
-        engine = self.engine
         m = self.metrics
         interval = self.config.snapshot_seconds
         self._snap_due = time.monotonic() + interval
@@ -440,28 +493,28 @@ class Service:
             if item is None:
                 break
             c0 = time.thread_time()
+            remote_cpu = self._remote.cpu_s if self._remote is not None else 0.0
             committed, stored = item
-            process = engine.process
-            last_time = 0
+            events = [e for _, e in stored if e.source != API_SOURCE]
             try:
-                for seq, e in stored:
-                    if e.source != API_SOURCE:
-                        alerts = process(e)
-                        if alerts:
-                            self._raise(alerts)
-                        last_time = e.time
-                    self.engine_seq = seq
+                alerts = self._detect(events) if events else []
             except Exception as exc:
                 self.failed = exc
                 log.exception("Detection failed with %s; events stay in the ledger and are replayed at restart.",
                               type(exc).__name__)
                 continue
+            if alerts:
+                self._raise(alerts)
+            self.engine_seq = stored[-1][0]
             self._snap_events += len(stored)
-            m.cpu.labels("detection").inc(time.thread_time() - c0)
+            spent = time.thread_time() - c0
+            if self._remote is not None:
+                spent += self._remote.cpu_s - remote_cpu
+            m.cpu.labels("detection").inc(spent)
             now = time.time()
             m.lag.set(now - committed)
-            if last_time:
-                m.event_age.set(now - last_time / 1000)
+            if events:
+                m.event_age.set(now - events[-1].time / 1000)
             if time.monotonic() >= self._snap_due or self._snap_events >= self.config.snapshot_events:
                 self._safe_snapshot()
         self._safe_snapshot()
@@ -774,6 +827,8 @@ class Service:
         if self._detector is not None:
             self._det_q.put(None)
             self._detector.join()
+        if self._remote is not None:
+            self._remote.close()
         with contextlib.suppress(Exception):
             self.ledger.append_note(json.dumps({"service": "stop", "pid": os.getpid()}))
         self.ledger.close()
@@ -922,9 +977,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", "-c", help="TOML configuration (docs/service.md)")
     ap.add_argument("--ready-file", help="write the bound ports here once listening")
     ap.add_argument("--decode-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--detect-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.decode_worker:
         _decode_worker_main()
+        return
+    if args.detect_worker:
+        detect_worker_main()
         return
     try:
         serve(args.config, ready_file=args.ready_file)

@@ -53,6 +53,7 @@ class IntakeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     high_water: float = 0.8
     chunk_events: int = 2_000
     decode_workers: int = -1
+    detection_process: int = -1
     detection_queue_batches: int = 16
 
 
@@ -177,6 +178,8 @@ SETTINGS: tuple[tuple[str, object, str], ...] = (
      "requests of at most 64 events go ahead of bulk chunks)."),
     ("intake.decode_workers", -1, "Processes decoding large NDJSON bodies (-1: one if 2+ CPUs, 0: decode "
      "in a thread of the service)."),
+    ("intake.detection_process", -1, "Detection in a process of its own (-1: when there are 2+ CPUs, 1: always, "
+     "0: in a thread of the service)."),
     ("intake.detection_queue_batches", 16, "Committed batches waiting for detection before the writer waits."),
     ("detection", {}, "Detection settings (see docs/detection.md), e.g. learning_days = 10."),
     ("delivery.retries", 6, "Retries of a failed delivery before it goes to the dead-letter log."),
