@@ -5,17 +5,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import fcntl
 import io
 import logging
 import operator
-import os
 import queue
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
@@ -24,6 +21,7 @@ from sentinelle.events import AccessEvent
 from sentinelle.ledger import Keyring
 from sentinelle.ledger.records import Prepared, Sealer
 from sentinelle.sources import atna, fhir_common, fhir_json, fhir_xml, mapped, syslog
+from sentinelle.sources.children import receive, send, spawn
 from sentinelle.sources.mapped import Mapping
 from sentinelle.sources.quarantine import Quarantine
 
@@ -197,31 +195,16 @@ _decode_task = msgspec.msgpack.Decoder(_Task).decode
 _decode_answer = msgspec.msgpack.Decoder(_Decoded).decode
 
 
-def _send(pipe: Any, payload: bytes) -> None:
-    pipe.write(len(payload).to_bytes(8, "little"))
-    pipe.write(payload)
-    pipe.flush()
-
-
-def _receive(pipe: Any) -> bytes | None:
-    head = pipe.read(8)
-    if len(head) < 8:
-        return None
-    size = int.from_bytes(head, "little")
-    data: bytes = pipe.read(size)
-    return data if len(data) == size else None
-
-
 def _decode_worker_main() -> None:
     """A decoding worker: the keyring (or nothing) first, then tasks on stdin, answers on stdout."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    keys = _receive(stdin)
+    keys = receive(stdin)
     if keys is None:
         return
     sealer = Sealer(Keyring.from_json(keys, "the service's keyring")) if keys else None
-    while (payload := _receive(stdin)) is not None:
+    while (payload := receive(stdin)) is not None:
         task = _decode_task(payload)
-        _send(stdout, _encode_msg(_decode_in_worker(task.body, task.origin, task.source, task.first_line,
+        send(stdout, _encode_msg(_decode_in_worker(task.body, task.origin, task.source, task.first_line,
                                                     sealer=sealer)))
 
 
@@ -247,26 +230,19 @@ class _DecodeWorkers:
         self._threads = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="sentinelle-decode-io")
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[1])
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env["SENTINELLE_WORKERS"] = "1"
-        proc = subprocess.Popen([sys.executable, "-m", "sentinelle.service", "--decode-worker"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        # 1 MiB pipes instead of 64 KiB: a 2 MiB piece crosses in two writes, not thirty-two
-        # context switches (Linux only; elsewhere the default stays).
-        for pipe in (proc.stdin, proc.stdout):
-            with contextlib.suppress(OSError, AttributeError):
-                fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)  # type: ignore[union-attr]
-        _send(proc.stdin, self._keys)
+        # 1 MiB pipes instead of 64 KiB: a 2 MiB piece crosses in two writes, not thirty-two.
+        proc = spawn("sentinelle.service", "--decode-worker", pipe_bytes=1 << 20)
+        assert proc.stdin is not None
+        send(proc.stdin, self._keys)
         return proc
 
     def _call(self, task: _TaskOut) -> _Decoded:
         proc = self._idle.get()
         answer: bytes | None = None
+        assert proc.stdin is not None and proc.stdout is not None
         try:
-            _send(proc.stdin, _encode_msg(task))
-            answer = _receive(proc.stdout)
+            send(proc.stdin, _encode_msg(task))
+            answer = receive(proc.stdout)
         except OSError:
             answer = None
         if answer is None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -34,7 +33,7 @@ from sentinelle.detect import Alert, Engine
 from sentinelle.detect.settings import load_settings
 from sentinelle.errors import SentinelleError
 from sentinelle.events import AccessEvent
-from sentinelle.service.decode import _receive, _send
+from sentinelle.sources.children import receive, send, spawn
 
 log = logging.getLogger("sentinelle.service")
 
@@ -74,25 +73,25 @@ _decode_done = msgspec.msgpack.Decoder(_Done).decode
 def detect_worker_main() -> None:
     """The detection process: the init message first, then batches and snapshot requests."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    head = _receive(stdin)
+    head = receive(stdin)
     if head is None:
         return
     init = msgspec.msgpack.decode(head, type=_Init)
     try:
         engine, restored, note = _engine(init)
     except Exception as exc:  # the reason goes to the service, which refuses to start
-        _send(stdout, _encode(_Ready(False, "", f"{type(exc).__name__}: {exc}")))
+        send(stdout, _encode(_Ready(False, "", f"{type(exc).__name__}: {exc}")))
         return
-    _send(stdout, _encode(_Ready(restored, note, "")))
+    send(stdout, _encode(_Ready(restored, note, "")))
     # The care context and the restored state live for the whole run: frozen, later full
     # collections do not walk them again (a pause of ~0.2 s each, seen as alert latency).
     gc.collect()
     gc.freeze()
     process = engine.process
-    while (msg := _receive(stdin)) is not None:
+    while (msg := receive(stdin)) is not None:
         kind, body = msg[:1], msg[1:]
         if kind == _SNAPSHOT:
-            _send(stdout, engine.snapshot())
+            send(stdout, engine.snapshot())
             continue
         c0 = time.process_time()
         alerts: list[Alert] = []
@@ -103,9 +102,9 @@ def detect_worker_main() -> None:
                     alerts += found
         except Exception as exc:
             # Type only: a message could carry a patient reference.
-            _send(stdout, _encode(_Done(alerts, time.process_time() - c0, type(exc).__name__)))
+            send(stdout, _encode(_Done(alerts, time.process_time() - c0, type(exc).__name__)))
             continue
-        _send(stdout, _encode(_Done(alerts, time.process_time() - c0)))
+        send(stdout, _encode(_Done(alerts, time.process_time() - c0)))
 
 
 def _engine(init: _Init) -> tuple[Engine, bool, str]:
@@ -132,18 +131,14 @@ class DetectionProcess:
 
     def __init__(self, context: list[str], context_mapping: str, quarantine: str, detection: dict[str, Any],
                  snapshot: bytes = b"", start_timeout_s: float = 600.0) -> None:
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[1])
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self._proc = subprocess.Popen([sys.executable, "-m", "sentinelle.service", "--detect-worker"],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self._proc = spawn("sentinelle.service", "--detect-worker", pipe_bytes=1 << 20)
         self._lock = threading.Lock()
         self.cpu_s = 0.0
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._in, self._out = self._proc.stdin, self._proc.stdout
         try:
-            _send(self._in, _encode(_Init(context, context_mapping, quarantine, detection, snapshot)))
-            answer = _receive(self._out)
+            send(self._in, _encode(_Init(context, context_mapping, quarantine, detection, snapshot)))
+            answer = receive(self._out)
         except OSError:
             answer = None
         if answer is None:
@@ -159,8 +154,8 @@ class DetectionProcess:
     def _call(self, kind: bytes, body: bytes) -> bytes:
         with self._lock:
             try:
-                _send(self._in, kind + body)
-                answer = _receive(self._out)
+                send(self._in, kind + body)
+                answer = receive(self._out)
             except OSError:
                 answer = None
         if answer is None:

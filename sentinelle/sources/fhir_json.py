@@ -33,14 +33,14 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
-from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import msgspec
 from msgspec import Raw, Struct
 
 from sentinelle.errors import InputFormatError, RecordError
 from sentinelle.events import AccessEvent
+from sentinelle.sources.children import receive, send, spawn
 from sentinelle.sources.fhir_common import AuditEvent, AuditEventLazy, Normaliser, stable_id
 from sentinelle.sources.quarantine import Quarantine
 
@@ -498,21 +498,6 @@ def _shift(location: str, offset: int) -> str:
     return _LINE_RE.sub(lambda m: f"line {int(m.group(1)) + offset}", location)
 
 
-def _send(pipe: IO[bytes], payload: bytes) -> None:
-    pipe.write(len(payload).to_bytes(8, "little"))
-    pipe.write(payload)
-    pipe.flush()
-
-
-def _receive(pipe: IO[bytes]) -> bytes | None:
-    head = pipe.read(8)
-    if len(head) < 8:
-        return None
-    size = int.from_bytes(head, "little")
-    data = pipe.read(size)
-    return data if len(data) == size else None
-
-
 def _worker_main() -> None:
     """Worker loop: tasks on stdin, answers on stdout, until stdin closes.
 
@@ -526,11 +511,11 @@ def _worker_main() -> None:
 
     def write() -> None:
         while (payload := answers.get()) is not None:
-            _send(stdout, payload)
+            send(stdout, payload)
 
     writer = threading.Thread(target=write, name="answers", daemon=True)
     writer.start()
-    while (payload := _receive(stdin)) is not None:
+    while (payload := receive(stdin)) is not None:
         try:
             answer = _task(_tasks.decode(payload))
         except Exception as e:  # reported to the parent, which then reads the range itself
@@ -541,17 +526,7 @@ def _worker_main() -> None:
 
 
 def _start_worker() -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["SENTINELLE_WORKERS"] = "1"  # a worker never starts workers of its own
-    return subprocess.Popen(
-        # -P: the working directory does not go on sys.path (nothing there can shadow a module).
-        [sys.executable, "-P", "-m", "sentinelle.sources.fhir_json", "--worker"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=env,
-    )
+    return spawn("sentinelle.sources.fhir_json", "--worker")
 
 
 def _read_parallel(
@@ -572,7 +547,7 @@ def _read_parallel(
             if sent < len(tasks) and not broken:
                 proc = procs[sent % len(procs)]
                 try:
-                    _send(proc.stdin, _encoder.encode(tasks[sent]))  # type: ignore[arg-type]
+                    send(proc.stdin, _encoder.encode(tasks[sent]))  # type: ignore[arg-type]
                 except OSError:
                     broken = True
                     return
@@ -584,7 +559,7 @@ def _read_parallel(
         for k, task in enumerate(tasks):
             answer: _Answer | None = None
             if k < sent and not broken:
-                payload = _receive(procs[k % len(procs)].stdout)  # type: ignore[arg-type]
+                payload = receive(procs[k % len(procs)].stdout)  # type: ignore[arg-type]
                 answer = _answers.decode(payload) if payload is not None else None
                 if answer is None or answer.error:
                     broken = True
