@@ -225,8 +225,9 @@ class _Metrics:
                                  registry=r)
         self.udp_dropped = Gauge("sentinelle_syslog_udp_dropped", "UDP datagrams dropped because the queue was full.",
                                  registry=r)
-        self.cpu = Counter("sentinelle_thread_cpu_seconds", "CPU time of the service's own threads.", ["thread"],
-                           registry=r)
+        self.cpu = Counter("sentinelle_thread_cpu_seconds",
+                           "CPU time of the service's own threads (detection: with its process, when apart).",
+                           ["thread"], registry=r)
         self.commit = Histogram("sentinelle_ledger_commit_seconds", "Duration of one group commit.", registry=r,
                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
         self.batch = Histogram("sentinelle_ledger_batch_events", "Events per group commit.", registry=r,
