@@ -97,7 +97,7 @@ from sentinelle.service.decode import (
     decode_body,
     decoded_events,
 )
-from sentinelle.service.detection import DetectionProcess, detect_worker_main
+from sentinelle.service.detection import DetectionProcess, detect_batch, detect_worker_main, restore_engine
 from sentinelle.service.intake import (
     BusyError,
     ClosingError,
@@ -319,25 +319,13 @@ class Service:
             cfg = self.config
             self._remote = DetectionProcess(cfg.context, cfg.context_mapping,
                                             str(self.state_dir / "quarantine.jsonl"), dict(cfg.detection), body)
-            if body and self._remote.restored:
-                after = snap[0].seq if snap is not None else -1
-            elif body:
-                log.warning("The engine snapshot was not used (%s); replaying the whole ledger.", self._remote.note)
+            restored, note = self._remote.restored, self._remote.note
         else:
-            engine: Engine | None = None
-            if body:
-                try:
-                    restored = Engine.restore(self.context, body)
-                except Exception as exc:
-                    log.warning("The engine snapshot could not be restored (%s); replaying the whole ledger.",
-                                type(exc).__name__)
-                else:
-                    if restored.settings != self.detection_settings:
-                        log.warning("Detection settings changed since the snapshot; replaying the whole ledger.")
-                    else:
-                        engine = restored
-                        after = snap[0].seq if snap is not None else -1
-            self.engine = engine or Engine(self.context, self.detection_settings)
+            self.engine, restored, note = restore_engine(self.context, self.detection_settings, body)
+        if restored and snap is not None:
+            after = snap[0].seq
+        elif note:
+            log.warning("The engine snapshot was not used (%s); replaying the whole ledger.", note)
         self.engine_seq = after
         n = 0
         protector = ledger.protector
@@ -372,13 +360,7 @@ class Service:
         if self._remote is not None:
             return self._remote.process(events)
         assert self.engine is not None
-        process = self.engine.process
-        out: list[Alert] = []
-        for e in events:
-            found = process(e)
-            if found:
-                out += found
-        return out
+        return detect_batch(self.engine, events)
 
     def _write_snapshot(self) -> None:
         meta = _Snapshot(1, self.ledger.ledger_id, self.engine_seq, int(time.time() * 1000))

@@ -24,20 +24,21 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from sentinelle.detect import Alert, Engine
-from sentinelle.detect.settings import load_settings
+from sentinelle.detect import Alert, Engine, Settings, load_settings
+from sentinelle.detect.detectors import ContextLike
 from sentinelle.errors import SentinelleError
 from sentinelle.events import AccessEvent
 from sentinelle.sources.children import receive, send, spawn
 
 log = logging.getLogger("sentinelle.service")
 
-__all__ = ["DetectionProcess", "DetectionProcessError", "detect_worker_main"]
+__all__ = ["DetectionProcess", "DetectionProcessError", "detect_batch", "detect_worker_main", "restore_engine"]
 
 
 class DetectionProcessError(SentinelleError):
@@ -87,22 +88,17 @@ def detect_worker_main() -> None:
     # collections do not walk them again (a pause of ~0.2 s each, seen as alert latency).
     gc.collect()
     gc.freeze()
-    process = engine.process
     while (msg := receive(stdin)) is not None:
         kind, body = msg[:1], msg[1:]
         if kind == _SNAPSHOT:
             send(stdout, engine.snapshot())
             continue
         c0 = time.process_time()
-        alerts: list[Alert] = []
         try:
-            for e in _decode_events(body):
-                found = process(e)
-                if found:
-                    alerts += found
+            alerts = detect_batch(engine, _decode_events(body))
         except Exception as exc:
             # Type only: a message could carry a patient reference.
-            send(stdout, _encode(_Done(alerts, time.process_time() - c0, type(exc).__name__)))
+            send(stdout, _encode(_Done([], time.process_time() - c0, type(exc).__name__)))
             continue
         send(stdout, _encode(_Done(alerts, time.process_time() - c0)))
 
@@ -114,16 +110,35 @@ def _engine(init: _Init) -> tuple[Engine, bool, str]:
     quarantine = Quarantine(Path(init.quarantine)) if init.quarantine else Quarantine()
     context = (CareContext.load(init.context, quarantine=quarantine, mapping=init.context_mapping or None)
                if init.context else CareContext.from_resources([]))
-    settings = load_settings(init.detection)
-    if init.snapshot:
-        try:
-            restored = Engine.restore(context, init.snapshot)
-        except Exception as exc:
-            return Engine(context, settings), False, f"the snapshot could not be restored ({type(exc).__name__})"
-        if restored.settings != settings:
-            return Engine(context, settings), False, "detection settings changed since the snapshot"
-        return restored, True, ""
-    return Engine(context, settings), False, ""
+    return restore_engine(context, load_settings(init.detection), init.snapshot)
+
+
+def restore_engine(context: ContextLike, settings: Settings, snapshot: bytes) -> tuple[Engine, bool, str]:
+    """(engine, whether `snapshot` was used, why not): a fresh engine unless the snapshot fits.
+
+    A snapshot that does not restore, or was made with other settings, is set aside and
+    the caller replays the whole ledger. The same rule whichever process runs detection.
+    """
+    if not snapshot:
+        return Engine(context, settings), False, ""
+    try:
+        restored = Engine.restore(context, snapshot)
+    except Exception as exc:
+        return Engine(context, settings), False, f"it could not be restored: {type(exc).__name__}"
+    if restored.settings != settings:
+        return Engine(context, settings), False, "detection settings changed since it was made"
+    return restored, True, ""
+
+
+def detect_batch(engine: Engine, events: Iterable[AccessEvent]) -> list[Alert]:
+    """The alerts raised by events processed in order (`Engine.process` one by one)."""
+    process = engine.process
+    alerts: list[Alert] = []
+    for e in events:
+        found = process(e)
+        if found:
+            alerts += found
+    return alerts
 
 
 class DetectionProcess:
